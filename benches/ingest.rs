@@ -1,0 +1,2 @@
+//! Ingest benchmarks: arriving in the next commit.
+fn main() {}

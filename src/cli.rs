@@ -1,0 +1,263 @@
+//! The command line. Argument definitions and the turn of errors into one
+//! clear message and an exit code; the work is in the modules.
+//!
+//! Exit codes: 0 success, 1 the operation failed, 2 bad input (config,
+//! arguments, an unknown device or action).
+
+use crate::clock::format_ms;
+use crate::config::{self, Config};
+use crate::control::{self, Request, Response};
+use crate::store::{Class, CommandStatus, DB_FILE, Reader, RecordFilter};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sitelink",
+    version,
+    about = "Site agent: gaming machines (SAS) and Android TVs (ADB) to a durable store and an upstream"
+)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(long, global = true, value_name = "PATH", default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the agent (what systemd starts).
+    Run,
+    /// Check a configuration file: a one-line summary, or every error as PATH:LINE:COL.
+    CheckConfig {
+        /// The file to check.
+        path: PathBuf,
+    },
+    /// What the agent holds: backlog, drops, last sync, clock, devices.
+    Status {
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The newest stored records, oldest first.
+    Records {
+        #[arg(long)]
+        device: Option<String>,
+        /// event, accounting or metric.
+        #[arg(long)]
+        class: Option<Class>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a device to do something and wait for its answer.
+    Command {
+        device: String,
+        action: String,
+        args: Vec<String>,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Run the whole system on simulated devices in a temporary directory.
+    Demo {
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+    },
+}
+
+/// An error for the person at the terminal, with its exit code.
+struct Failure {
+    code: i32,
+    message: String,
+}
+
+fn failed(message: impl std::fmt::Display) -> Failure {
+    Failure {
+        code: 1,
+        message: message.to_string(),
+    }
+}
+
+fn bad_input(message: impl std::fmt::Display) -> Failure {
+    Failure {
+        code: 2,
+        message: message.to_string(),
+    }
+}
+
+/// Parses the arguments, runs the command, returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => 0,
+        Err(f) => {
+            if !f.message.is_empty() {
+                eprintln!("{}", f.message.trim_end());
+            }
+            f.code
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| failed(format!("sitelink: cannot start the async runtime: {e}")))
+}
+
+fn load_config(path: &Path) -> Result<Config, Failure> {
+    config::load(path).map_err(bad_input)
+}
+
+fn dispatch(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Run => {
+            let cfg = load_config(&cli.config)?;
+            let logs = crate::daemon::logging::init(&cfg.agent.log_level);
+            let code = runtime()?.block_on(crate::daemon::service::run(&cli.config, cfg, logs));
+            match code {
+                0 => Ok(()),
+                c => Err(Failure {
+                    code: c,
+                    message: String::new(),
+                }),
+            }
+        }
+        Command::CheckConfig { path } => {
+            let cfg = load_config(&path)?;
+            println!("{}: ok: {}", path.display(), cfg.summary());
+            Ok(())
+        }
+        Command::Status { json } => {
+            let cfg = load_config(&cli.config)?;
+            let report = runtime()?
+                .block_on(crate::status::gather(&cfg))
+                .map_err(|e| failed(format!("sitelink status: {e}")))?;
+            if json {
+                println!("{}", serde_json::to_string(&report).map_err(failed)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(())
+        }
+        Command::Records {
+            device,
+            class,
+            kind,
+            limit,
+            json,
+        } => {
+            let cfg = load_config(&cli.config)?;
+            let reader = Reader::open(&cfg.agent.data_dir.join(DB_FILE))
+                .map_err(|e| failed(format!("sitelink records: {e}")))?;
+            let records = reader
+                .records(&RecordFilter {
+                    device,
+                    class,
+                    kind,
+                    limit,
+                })
+                .map_err(|e| failed(format!("sitelink records: {e}")))?;
+            for r in records {
+                if json {
+                    let payload: serde_json::Value = serde_json::from_str(&r.payload)
+                        .unwrap_or(serde_json::Value::String(r.payload.clone()));
+                    let line = serde_json::json!({
+                        "seq": r.seq,
+                        "agent": r.agent,
+                        "class": r.class,
+                        "device": r.device,
+                        "kind": r.kind,
+                        "time": format_ms(r.wall_ms),
+                        "time_ms": r.wall_ms,
+                        "mono_ms": r.mono_ms,
+                        "boot_id": r.boot_id,
+                        "clock_synced": r.clock_synced,
+                        "payload": payload,
+                    });
+                    println!("{line}");
+                } else {
+                    println!(
+                        "{:>16} {}{} {:<10} {:<12} {:<18} {}",
+                        r.seq,
+                        format_ms(r.wall_ms),
+                        if r.clock_synced { " " } else { "?" },
+                        r.class.as_str(),
+                        r.device,
+                        r.kind,
+                        r.payload
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Command {
+            device,
+            action,
+            args,
+            timeout,
+        } => {
+            let cfg = load_config(&cli.config)?;
+            let req = Request::Command {
+                device: device.clone(),
+                action: action.clone(),
+                args,
+            };
+            let answer = runtime()?
+                .block_on(control::call(
+                    &cfg.agent.data_dir,
+                    &req,
+                    Duration::from_secs(timeout),
+                ))
+                .map_err(|e| failed(format!("sitelink command: {e}")))?;
+            match answer {
+                Response::Command(reply) => {
+                    let id = reply.id.map_or("-".to_string(), |i| i.to_string());
+                    let text = format!(
+                        "command {id} {device} {action}: {} {}",
+                        reply.status.as_str(),
+                        reply.detail
+                    );
+                    match reply.status {
+                        CommandStatus::Done => {
+                            println!("{text}");
+                            Ok(())
+                        }
+                        CommandStatus::Failed => Err(failed(text)),
+                        CommandStatus::Rejected => Err(bad_input(text)),
+                    }
+                }
+                Response::Error { error } => Err(bad_input(format!("sitelink command: {error}"))),
+                Response::Pong { .. } => {
+                    Err(failed("sitelink command: the daemon answered a ping"))
+                }
+            }
+        }
+        Command::Demo { duration } => {
+            let report = runtime()?
+                .block_on(async {
+                    let mut out = std::io::stdout();
+                    crate::sim::demo::run(Duration::from_secs(duration), &mut out).await
+                })
+                .map_err(|e| failed(format!("sitelink demo: {e}")))?;
+            print!("{}", report.render());
+            if report.ok() {
+                Ok(())
+            } else {
+                Err(failed(
+                    "sitelink demo: records were lost or delivered twice (see above)",
+                ))
+            }
+        }
+    }
+}

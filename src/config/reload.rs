@@ -1,0 +1,118 @@
+//! What a `systemctl reload` must do to go from the running config to a new one.
+
+use super::{Config, GeneratorConfig};
+
+/// The difference between two configs, as work for the daemon.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReloadPlan {
+    pub generators_added: Vec<GeneratorConfig>,
+    /// Names of generators to stop.
+    pub generators_removed: Vec<String>,
+    /// Generators whose settings changed (same name): restart them.
+    pub generators_changed: Vec<GeneratorConfig>,
+    pub store_changed: bool,
+    pub log_level_changed: bool,
+    /// Changes a reload cannot apply, as sentences for the log.
+    pub needs_restart: Vec<String>,
+}
+
+impl ReloadPlan {
+    pub fn is_empty(&self) -> bool {
+        self.generators_added.is_empty()
+            && self.generators_removed.is_empty()
+            && self.generators_changed.is_empty()
+            && !self.store_changed
+            && !self.log_level_changed
+            && self.needs_restart.is_empty()
+    }
+}
+
+pub fn reload_plan(old: &Config, new: &Config) -> ReloadPlan {
+    let mut plan = ReloadPlan {
+        store_changed: old.store != new.store,
+        log_level_changed: old.agent.log_level != new.agent.log_level,
+        ..ReloadPlan::default()
+    };
+    for generator in &new.generators {
+        match old.generators.iter().find(|g| g.name == generator.name) {
+            None => plan.generators_added.push(generator.clone()),
+            Some(before) if before != generator => plan.generators_changed.push(generator.clone()),
+            Some(_) => {}
+        }
+    }
+    plan.generators_removed = old
+        .generators
+        .iter()
+        .filter(|g| !new.generators.iter().any(|n| n.name == g.name))
+        .map(|g| g.name.clone())
+        .collect();
+    // The id is in every record and the data directory holds the open
+    // database: neither can change under a running daemon.
+    if old.agent.id != new.agent.id {
+        plan.needs_restart.push(format!(
+            "agent.id changed from {} to {}: restart the service to use it",
+            old.agent.id, new.agent.id
+        ));
+    }
+    if old.agent.data_dir != new.agent.data_dir {
+        plan.needs_restart.push(format!(
+            "agent.data_dir changed from {} to {}: restart the service to use it",
+            old.agent.data_dir.display(),
+            new.agent.data_dir.display()
+        ));
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use std::path::Path;
+
+    fn config(text: &str) -> Config {
+        parse(Path::new("t.toml"), text).expect("valid test config")
+    }
+
+    const GENS: &str = "[agent]\nid = \"a\"\n\
+        [[generator]]\nname = \"keep\"\nclass = \"event\"\nrate = 1\n\
+        [[generator]]\nname = \"tweak\"\nclass = \"event\"\nrate = 1\n\
+        [[generator]]\nname = \"drop\"\nclass = \"event\"\nrate = 1\n";
+
+    #[test]
+    fn same_config_needs_nothing() {
+        assert!(reload_plan(&config(GENS), &config(GENS)).is_empty());
+    }
+
+    #[test]
+    fn generators_are_matched_by_name() {
+        let new = "[agent]\nid = \"a\"\n\
+            [[generator]]\nname = \"tweak\"\nclass = \"event\"\nrate = 2\n\
+            [[generator]]\nname = \"keep\"\nclass = \"event\"\nrate = 1\n\
+            [[generator]]\nname = \"fresh\"\nclass = \"metric\"\nrate = 1\n";
+        let plan = reload_plan(&config(GENS), &config(new));
+        let names = |gs: &[GeneratorConfig]| gs.iter().map(|g| g.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&plan.generators_added), ["fresh"]);
+        assert_eq!(names(&plan.generators_changed), ["tweak"]);
+        assert_eq!(plan.generators_removed, ["drop"]);
+        assert!(!plan.store_changed && !plan.log_level_changed && plan.needs_restart.is_empty());
+        assert!(!plan.is_empty());
+    }
+
+    #[test]
+    fn agent_changes_say_what_needs_a_restart() {
+        let old = config("[agent]\nid = \"a\"\n");
+        let new = config(
+            "[agent]\nid = \"b\"\ndata_dir = \"/srv/sl\"\nlog_level = \"debug\"\n[store]\ncommit_ms = 20\n",
+        );
+        let plan = reload_plan(&old, &new);
+        assert!(plan.store_changed && plan.log_level_changed);
+        assert_eq!(
+            plan.needs_restart,
+            [
+                "agent.id changed from a to b: restart the service to use it",
+                "agent.data_dir changed from /var/lib/sitelink to /srv/sl: restart the service to use it",
+            ]
+        );
+    }
+}

@@ -1,0 +1,325 @@
+//! Wiring: opens the store, starts one task per device, the command
+//! dispatcher and the control socket, applies reloads, and stops it all in
+//! order. `service` adds what only a real service needs (signals, systemd).
+
+pub mod dispatch;
+pub mod logging;
+pub mod service;
+pub mod task;
+
+use crate::config::{Config, GeneratorConfig, ReloadPlan, reload_plan};
+use crate::generator::{self, GeneratorStats};
+use crate::store::{Policy, Reader, Store, StoreError, StoreHandle, StoreOptions, WriterHealth};
+use dispatch::Dispatcher;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use task::{COMMAND_QUEUE, Heartbeat, TaskContext};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Messages that may wait for the store writer before producers wait too.
+const STORE_QUEUE: usize = 4096;
+/// How long device tasks get to finish what they hold at shutdown.
+const TASK_STOP_GRACE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("control socket in {dir}: {source}")]
+    Control {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+struct RunningDevice {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    heartbeat: Arc<Heartbeat>,
+    stats: Arc<GeneratorStats>,
+}
+
+/// The running agent.
+pub struct Daemon {
+    config: Config,
+    store: Store,
+    dispatcher: Dispatcher,
+    devices: BTreeMap<String, RunningDevice>,
+    control: JoinHandle<()>,
+}
+
+/// A task that has not shown a sign of life for too long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stuck {
+    pub task: String,
+    pub silent_ms: i64,
+}
+
+impl Daemon {
+    /// Opens the store and starts every task. Must run inside a tokio runtime.
+    pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
+        let opts = StoreOptions {
+            data_dir: config.agent.data_dir.clone(),
+            agent_id: config.agent.id.clone(),
+            boot_id: crate::clock::boot_id(),
+            policy: Policy::from(&config.store),
+            channel_capacity: STORE_QUEUE,
+        };
+        let store = tokio::task::spawn_blocking(move || Store::open(opts))
+            .await
+            .map_err(|e| StoreError::Invalid(format!("store open panicked: {e}")))??;
+        if let Some(q) = store.quarantined() {
+            tracing::error!(moved_to = %q.path.display(), reason = %q.reason, "database quarantined");
+        }
+        let dispatcher = Dispatcher::start(store.handle());
+        let listener = crate::control::bind(&config.agent.data_dir).map_err(|source| {
+            DaemonError::Control {
+                dir: config.agent.data_dir.clone(),
+                source,
+            }
+        })?;
+        let control = tokio::spawn(crate::control::serve(listener, dispatcher.clone()));
+        let mut daemon = Daemon {
+            config,
+            store,
+            dispatcher,
+            devices: BTreeMap::new(),
+            control,
+        };
+        for g in daemon.config.generators.clone() {
+            daemon.start_generator(g).await;
+        }
+        tracing::info!(summary = %daemon.config.summary(), "sitelink started");
+        Ok(daemon)
+    }
+
+    async fn start_generator(&mut self, cfg: GeneratorConfig) {
+        let first = self.next_counter(&cfg.name).await;
+        let (stop, shutdown) = watch::channel(false);
+        let (cmd_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+        let heartbeat = Heartbeat::new(&cfg.name);
+        let stats = Arc::new(GeneratorStats::default());
+        let ctx = TaskContext {
+            store: self.store.handle(),
+            commands,
+            shutdown,
+            heartbeat: heartbeat.clone(),
+        };
+        let task = tokio::spawn(generator::run(cfg.clone(), first, ctx, stats.clone()));
+        self.dispatcher.register(&cfg.name, cmd_tx).await;
+        self.devices.insert(
+            cfg.name.clone(),
+            RunningDevice {
+                stop,
+                task,
+                heartbeat,
+                stats,
+            },
+        );
+    }
+
+    /// Where a generator's counter goes on: one past what it last stored.
+    async fn next_counter(&self, device: &str) -> u64 {
+        let path = self.store.db_path().to_path_buf();
+        let device = device.to_string();
+        let found = tokio::task::spawn_blocking(move || -> Result<u64, StoreError> {
+            let reader = Reader::open(&path)?;
+            let from_state = reader
+                .devices()?
+                .into_iter()
+                .find(|d| d.device == device)
+                .and_then(|d| d.state?.get("next")?.as_u64())
+                .unwrap_or(0);
+            let from_records = reader
+                .records(&crate::store::RecordFilter {
+                    device: Some(device),
+                    kind: Some(generator::KIND.to_string()),
+                    limit: 1,
+                    ..Default::default()
+                })?
+                .first()
+                .and_then(|r| serde_json::from_str::<generator::Tick>(&r.payload).ok())
+                .map_or(0, |t| t.n + 1);
+            Ok(from_state.max(from_records))
+        })
+        .await;
+        match found {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read where the generator stopped; counting from 0");
+                0
+            }
+            Err(_) => 0,
+        }
+    }
+
+    async fn stop_device(&mut self, name: &str) {
+        if let Some(d) = self.devices.remove(name) {
+            self.dispatcher.unregister(name).await;
+            let _ = d.stop.send(true);
+            if tokio::time::timeout(TASK_STOP_GRACE, d.task).await.is_err() {
+                tracing::warn!(device = name, "device task did not stop in time");
+            }
+        }
+    }
+
+    /// Applies a new configuration. The caller has validated it.
+    pub async fn reload(&mut self, new: Config) -> ReloadPlan {
+        let plan = reload_plan(&self.config, &new);
+        for name in &plan.generators_removed {
+            self.stop_device(name).await;
+        }
+        for g in &plan.generators_changed {
+            self.stop_device(&g.name).await;
+            self.start_generator(g.clone()).await;
+        }
+        for g in &plan.generators_added {
+            self.start_generator(g.clone()).await;
+        }
+        if plan.store_changed
+            && self
+                .store
+                .handle()
+                .set_policy(Policy::from(&new.store))
+                .await
+                .is_err()
+        {
+            tracing::error!("the store is closed; the new [store] settings were not applied");
+        }
+        for why in &plan.needs_restart {
+            tracing::warn!("{why}");
+        }
+        // Keys that need a restart keep their running value until then.
+        let mut applied = new;
+        applied.agent.id = self.config.agent.id.clone();
+        applied.agent.data_dir = self.config.agent.data_dir.clone();
+        self.config = applied;
+        plan
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn store(&self) -> StoreHandle {
+        self.store.handle()
+    }
+
+    pub fn store_health(&self) -> Arc<WriterHealth> {
+        self.store.health()
+    }
+
+    pub fn store_db_path(&self) -> std::path::PathBuf {
+        self.store.db_path().to_path_buf()
+    }
+
+    pub fn reader(&self) -> Result<Reader, StoreError> {
+        self.store.reader()
+    }
+
+    pub fn dispatcher(&self) -> Dispatcher {
+        self.dispatcher.clone()
+    }
+
+    /// Each generator's counters, by device name.
+    pub fn generator_stats(&self) -> Vec<(String, Arc<GeneratorStats>)> {
+        self.devices
+            .iter()
+            .map(|(n, d)| (n.clone(), d.stats.clone()))
+            .collect()
+    }
+
+    /// Tasks silent for longer than `limit_ms` (the writer included). Empty
+    /// means everything is alive and the watchdog may be pinged.
+    pub fn stuck(&self, limit_ms: i64) -> Vec<Stuck> {
+        let mut stuck = Vec::new();
+        let writer = self.store.health().silent_for_ms();
+        if writer > limit_ms {
+            stuck.push(Stuck {
+                task: "store writer".to_string(),
+                silent_ms: writer,
+            });
+        }
+        for d in self.devices.values() {
+            let silent = d.heartbeat.silent_for_ms();
+            if silent > limit_ms || d.task.is_finished() {
+                stuck.push(Stuck {
+                    task: format!("device {}", d.heartbeat.name()),
+                    silent_ms: silent,
+                });
+            }
+        }
+        stuck
+    }
+
+    /// Device names and whether their task is running.
+    pub fn devices_running(&self) -> (usize, usize) {
+        let up = self
+            .devices
+            .values()
+            .filter(|d| !d.task.is_finished())
+            .count();
+        (up, self.devices.len())
+    }
+
+    /// Stops every device task (they finish their pending commits first).
+    pub async fn stop_devices(&mut self) {
+        for d in self.devices.values() {
+            let _ = d.stop.send(true);
+        }
+        let names: Vec<String> = self.devices.keys().cloned().collect();
+        for name in names {
+            self.stop_device(&name).await;
+        }
+    }
+
+    /// Stops taking input, commits what is pending, closes the store.
+    pub async fn shutdown(mut self) {
+        self.stop_devices().await;
+        self.control.abort();
+        let socket = crate::control::socket_path(&self.config.agent.data_dir);
+        let _ = std::fs::remove_file(socket);
+        let store = self.store;
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        tracing::info!("sitelink stopped");
+    }
+
+    /// One line for `systemctl status`: devices, backlog, last sync.
+    pub async fn status_line(&self) -> String {
+        let (up, all) = self.devices_running();
+        let path = self.store.db_path().to_path_buf();
+        let health = self.store.health();
+        let store = tokio::task::spawn_blocking(move || Reader::open(&path)?.status())
+            .await
+            .map_err(|e| StoreError::Invalid(e.to_string()))
+            .and_then(|r| r);
+        let mut line = format!("{up}/{all} devices up");
+        match store {
+            Ok(s) => {
+                let backlog: i64 = s.classes.iter().map(|c| c.backlog).sum();
+                let dropped: i64 = s.classes.iter().map(|c| c.dropped).sum();
+                line.push_str(&format!(", backlog {backlog} records"));
+                if dropped > 0 {
+                    line.push_str(&format!(", {dropped} dropped"));
+                }
+                line.push_str(&match s.last_ack_ms {
+                    Some(ms) => format!(
+                        ", last sync {} s ago",
+                        (crate::clock::wall_ms() - ms).max(0) / 1000
+                    ),
+                    None => ", never synced".to_string(),
+                });
+            }
+            Err(e) => line.push_str(&format!(", store unreadable: {e}")),
+        }
+        if health.disk_full() {
+            line.push_str(", DISK FULL");
+        } else if health.throttled() {
+            line.push_str(", store over quota: producers slowed");
+        }
+        line
+    }
+}

@@ -1,0 +1,6 @@
+//! Stand-ins for the world outside the agent, speaking what the real thing
+//! speaks, and the demo that runs them all with the agent. Never needed by
+//! the daemon at run time.
+
+pub mod demo;
+pub mod sink;

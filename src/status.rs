@@ -1,0 +1,232 @@
+//! `sitelink status`: what a technician needs to know, read from the store
+//! without touching it, plus whether the daemon answers.
+
+use crate::clock::{self, format_ms};
+use crate::config::Config;
+use crate::control::{self, Request, Response};
+use crate::store::{DB_FILE, Reader, StoreError, StoreStatus};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Serialize)]
+pub struct DaemonState {
+    pub running: bool,
+    pub pid: Option<u32>,
+    pub version: Option<String>,
+    /// Why it is not reachable.
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClockState {
+    pub synced: bool,
+    pub now_ms: i64,
+    /// Records taken while the clock was not synchronised (their wall time is doubtful).
+    pub unsynced_records: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub version: String,
+    pub agent: String,
+    pub config: PathBuf,
+    pub daemon: DaemonState,
+    pub clock: ClockState,
+    pub store: StoreStatus,
+    /// Files named `*.corrupt-*` in the data directory.
+    pub quarantined_files: Vec<PathBuf>,
+}
+
+/// Gathers the report; fails only if the database cannot be read at all.
+pub async fn gather(config: &Config) -> Result<StatusReport, StoreError> {
+    let daemon = match control::call(
+        &config.agent.data_dir,
+        &Request::Ping,
+        Duration::from_secs(2),
+    )
+    .await
+    {
+        Ok(Response::Pong { pid, version }) => DaemonState {
+            running: true,
+            pid: Some(pid),
+            version: Some(version),
+            detail: None,
+        },
+        Ok(other) => DaemonState {
+            running: false,
+            pid: None,
+            version: None,
+            detail: Some(format!("unexpected answer: {other:?}")),
+        },
+        Err(e) => DaemonState {
+            running: false,
+            pid: None,
+            version: None,
+            detail: Some(e.to_string()),
+        },
+    };
+    let db = config.agent.data_dir.join(DB_FILE);
+    let (store, unsynced) = {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            let r = Reader::open(&db)?;
+            Ok((r.status()?, r.unsynced_count()?))
+        })
+        .await
+        .map_err(|e| StoreError::Invalid(e.to_string()))??
+    };
+    Ok(StatusReport {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        agent: config.agent.id.clone(),
+        config: config.source.clone(),
+        daemon,
+        clock: ClockState {
+            synced: clock::wall_clock_synced(),
+            now_ms: clock::wall_ms(),
+            unsynced_records: unsynced,
+        },
+        store,
+        quarantined_files: quarantined_files(&config.agent.data_dir),
+    })
+}
+
+fn quarantined_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.contains(".corrupt-") && !n.ends_with("-wal") && !n.ends_with("-shm")
+            })
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn ago(now: i64, then: i64) -> String {
+    let s = (now - then) / 1000;
+    match s {
+        i64::MIN..=-1 => format!("{} s in the future: check the clock", -s),
+        0..=119 => format!("{s} s ago"),
+        120..=7199 => format!("{} min ago", s / 60),
+        7200..=172_799 => format!("{} h ago", s / 3600),
+        _ => format!("{} days ago", s / 86_400),
+    }
+}
+
+fn when(now: i64, ms: i64) -> String {
+    format!("{} ({})", format_ms(ms), ago(now, ms))
+}
+
+impl StatusReport {
+    /// The human form.
+    pub fn render(&self) -> String {
+        let now = self.clock.now_ms;
+        let s = &self.store;
+        let mut out = format!("sitelink {} — agent {}\n", self.version, self.agent);
+        out.push_str(&format!("config:    {}\n", self.config.display()));
+        out.push_str(&match (&self.daemon.running, &self.daemon.detail) {
+            (true, _) => format!(
+                "daemon:    running (pid {}, version {})\n",
+                self.daemon.pid.unwrap_or(0),
+                self.daemon.version.as_deref().unwrap_or("?")
+            ),
+            (false, Some(d)) => format!("daemon:    NOT RUNNING: {d}\n"),
+            (false, None) => "daemon:    NOT RUNNING\n".to_string(),
+        });
+        out.push_str(&if self.clock.synced {
+            format!("clock:     synchronised, {}\n", format_ms(now))
+        } else {
+            format!(
+                "clock:     NOT synchronised ({}): times of new records may be wrong until NTP syncs (check `timedatectl`)\n",
+                format_ms(now)
+            )
+        });
+        if self.clock.unsynced_records > 0 {
+            out.push_str(&format!(
+                "           {} stored records were taken with an unsynchronised clock (marked as such)\n",
+                self.clock.unsynced_records
+            ));
+        }
+        out.push_str(&format!(
+            "store:     {} ({:.1} MB, epoch {})\n",
+            s.db_path.display(),
+            s.db_bytes as f64 / 1e6,
+            s.epoch
+        ));
+        out.push_str(&format!(
+            "  {:<11} {:>10} {:>10} {:>10}\n",
+            "class", "rows", "backlog", "dropped"
+        ));
+        for c in &s.classes {
+            out.push_str(&format!(
+                "  {:<11} {:>10} {:>10} {:>10}\n",
+                c.class.as_str(),
+                c.rows,
+                c.backlog,
+                c.dropped
+            ));
+        }
+        out.push_str(&match &s.oldest_undelivered {
+            Some(r) => format!(
+                "oldest undelivered: seq {} from {} at {}\n",
+                r.seq,
+                r.device,
+                when(now, r.wall_ms)
+            ),
+            None => "oldest undelivered: none, everything is delivered\n".to_string(),
+        });
+        out.push_str(&match s.last_ack_ms {
+            Some(ms) => format!(
+                "last sync: {} (acknowledged up to seq {})\n",
+                when(now, ms),
+                s.acked_seq
+            ),
+            None => "last sync: never\n".to_string(),
+        });
+        for d in &s.drops {
+            out.push_str(&format!(
+                "DROPPED:   {} {} records of {} ({}), seq {}..{}, last {}\n",
+                d.count,
+                d.class.as_str(),
+                d.device,
+                d.reason,
+                d.first_seq,
+                d.last_seq,
+                when(now, d.last_ms)
+            ));
+        }
+        let mut listed: Vec<&Path> = Vec::new();
+        for q in &s.quarantined {
+            out.push_str(&format!(
+                "QUARANTINED: {} at {}: {}\n",
+                q.path,
+                format_ms(q.at_ms),
+                q.reason
+            ));
+            listed.push(Path::new(&q.path));
+        }
+        for f in &self.quarantined_files {
+            if !listed.contains(&f.as_path()) {
+                out.push_str(&format!("QUARANTINED: {}\n", f.display()));
+            }
+        }
+        if s.devices.is_empty() {
+            out.push_str("devices:   none has reported yet\n");
+        } else {
+            out.push_str("devices:\n");
+            for d in &s.devices {
+                out.push_str(&format!(
+                    "  {:<16} last seen {}\n",
+                    d.device,
+                    when(now, d.last_seen_ms)
+                ));
+            }
+        }
+        out
+    }
+}
