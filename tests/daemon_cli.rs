@@ -386,3 +386,46 @@ fn notify_ready_status_watchdog_and_a_stuck_task_stops_the_pings() {
     let last = notify.collect(Duration::from_millis(300));
     assert!(last.iter().any(|m| m == "STOPPING=1"), "{last:?}");
 }
+
+#[test]
+fn a_corrupt_database_is_quarantined_and_status_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("sitelink.db"),
+        b"this is not a database, it is a text file that got here somehow".repeat(100),
+    )
+    .unwrap();
+    let cfg = dir.path().join("sitelink.toml");
+    std::fs::write(&cfg, config(dir.path(), &[("g1", "event", 50)])).unwrap();
+    let d = Daemon::start(&cfg, &[]);
+    let out = d.cli(&["command", "g1", "ping"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "collection goes on: {}",
+        text(&out.stderr)
+    );
+    let out = d.cli(&["status"]);
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("QUARANTINED: ") && s.contains("sitelink.db.corrupt-"),
+        "{s}"
+    );
+    let out = d.cli(&["records", "--kind", "store.quarantined", "--json"]);
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        1,
+        "{}",
+        text(&out.stdout)
+    );
+    let (status, _) = d.stop();
+    assert!(status.success());
+    let kept: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the broken file is kept, never deleted");
+}
