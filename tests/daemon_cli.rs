@@ -236,6 +236,31 @@ fn daemon_runs_takes_commands_reloads_and_stops_cleanly() {
     let out = d.cli(&["command", "g3", "ping"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
+    // Reload: remove g2, change g3's rate.
+    std::fs::write(
+        &cfg,
+        config(
+            dir.path(),
+            &[("g1", "event", 200), ("g3", "accounting", 70)],
+        ),
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    d.wait_for_log("configuration reloaded", Duration::from_secs(10));
+    let out = d.cli(&["command", "g2", "ping"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "g2 is gone: {}",
+        text(&out.stdout)
+    );
+    let out = d.cli(&["command", "g3", "ping"]);
+    assert!(
+        text(&out.stdout).contains("\"rate\":70.0"),
+        "{}",
+        text(&out.stdout)
+    );
+
     // A broken config is refused with file:line:col; the old one keeps running.
     std::fs::write(&cfg, "[agent]\ndata_dir = \"relative/path\"\n").unwrap();
     d.signal(libc::SIGHUP);
