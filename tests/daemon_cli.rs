@@ -275,16 +275,17 @@ fn daemon_runs_takes_commands_reloads_and_stops_cleanly() {
         &cfg,
         config(
             dir.path(),
-            &[
-                ("g1", "event", 200),
-                ("g2", "metric", 100),
-                ("g3", "accounting", 50),
-            ],
+            &[("g1", "event", 200), ("g3", "accounting", 70)],
         ),
     )
     .unwrap();
     let out = d.cli(&["command", "g3", "ping"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("\"rate\":70.0"),
+        "{}",
+        text(&out.stdout)
+    );
 
     let data = dir.path().join("data");
     let (status, took) = d.stop();
