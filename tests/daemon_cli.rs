@@ -84,6 +84,20 @@ impl Daemon {
         sitelink(&all)
     }
 
+    /// Writes a new config and sends SIGHUP; waits until it is applied.
+    fn reload(&self, text: &str) {
+        std::fs::write(&self.config, text).expect("write config");
+        self.signal(libc::SIGHUP);
+        self.wait_for_log("configuration reloaded", Duration::from_secs(10));
+    }
+
+    /// `command DEVICE ping`, which must succeed; returns its stdout.
+    fn ping(&self, device: &str) -> String {
+        let out = self.cli(&["command", device, "ping"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+    }
+
     fn signal(&self, sig: i32) {
         // SAFETY: sending a signal to our own child.
         assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
@@ -218,35 +232,16 @@ fn daemon_runs_takes_commands_reloads_and_stops_cleanly() {
         assert!(l["payload"]["n"].is_u64());
     }
 
-    // Reload: add g3, change nothing else.
-    std::fs::write(
-        &cfg,
-        config(
-            dir.path(),
-            &[
-                ("g1", "event", 200),
-                ("g2", "metric", 100),
-                ("g3", "accounting", 50),
-            ],
-        ),
-    )
-    .unwrap();
-    d.signal(libc::SIGHUP);
-    d.wait_for_log("configuration reloaded", Duration::from_secs(10));
-    let out = d.cli(&["command", "g3", "ping"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-
-    // Reload: remove g2, change g3's rate.
-    std::fs::write(
-        &cfg,
-        config(
-            dir.path(),
-            &[("g1", "event", 200), ("g3", "accounting", 70)],
-        ),
-    )
-    .unwrap();
-    d.signal(libc::SIGHUP);
-    d.wait_for_log("configuration reloaded", Duration::from_secs(10));
+    // Reload: add g3; then remove g2 and change g3's rate.
+    let three = [
+        ("g1", "event", 200),
+        ("g2", "metric", 100),
+        ("g3", "accounting", 50),
+    ];
+    d.reload(&config(dir.path(), &three));
+    d.ping("g3");
+    let two = [("g1", "event", 200), ("g3", "accounting", 70)];
+    d.reload(&config(dir.path(), &two));
     let out = d.cli(&["command", "g2", "ping"]);
     assert_eq!(
         out.status.code(),
@@ -254,12 +249,7 @@ fn daemon_runs_takes_commands_reloads_and_stops_cleanly() {
         "g2 is gone: {}",
         text(&out.stdout)
     );
-    let out = d.cli(&["command", "g3", "ping"]);
-    assert!(
-        text(&out.stdout).contains("\"rate\":70.0"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert!(d.ping("g3").contains("\"rate\":70.0"));
 
     // A broken config is refused with file:line:col; the old one keeps running.
     std::fs::write(&cfg, "[agent]\ndata_dir = \"relative/path\"\n").unwrap();
@@ -271,21 +261,8 @@ fn daemon_runs_takes_commands_reloads_and_stops_cleanly() {
     let out = d.cli(&["command", "g3", "ping"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     // ...and once the file is mended, the daemon is still there, unchanged.
-    std::fs::write(
-        &cfg,
-        config(
-            dir.path(),
-            &[("g1", "event", 200), ("g3", "accounting", 70)],
-        ),
-    )
-    .unwrap();
-    let out = d.cli(&["command", "g3", "ping"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("\"rate\":70.0"),
-        "{}",
-        text(&out.stdout)
-    );
+    std::fs::write(&cfg, config(dir.path(), &two)).unwrap();
+    assert!(d.ping("g3").contains("\"rate\":70.0"));
 
     let data = dir.path().join("data");
     let (status, took) = d.stop();
