@@ -27,6 +27,12 @@ const THROTTLE: Duration = Duration::from_millis(100);
 const QUOTA_CLEAR: f64 = 0.9;
 /// How long a commit may be retried for lack of space once shutdown was asked for.
 const SHUTDOWN_RETRY: Duration = Duration::from_secs(3);
+/// WAL frames one transaction may add beyond the auto-checkpoint size before
+/// the checkpoint runs (a group of `commit_records` rows with its index and
+/// interior pages).
+const WAL_SLACK_PAGES: u64 = 128;
+/// How often the writer tries to set the reserve aside again while it is missing.
+const RESERVE_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Stat {
@@ -118,6 +124,12 @@ pub(super) struct Writer {
     last_maintenance: Instant,
     /// Alarms raised outside a transaction, written with the next one.
     alarms: Vec<NewRecord>,
+    /// Bytes the WAL file grows to before its auto-checkpoint restarts it.
+    wal_max: u64,
+    /// Size of the reserve file (see `ensure_reserve`).
+    reserve_bytes: u64,
+    reserve_present: bool,
+    reserve_tried: Option<Instant>,
 }
 
 fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
@@ -154,6 +166,19 @@ fn is_disk_full(e: &rusqlite::Error) -> bool {
 /// still starts above every epoch this data directory has used.
 fn epoch_file(db_path: &Path) -> PathBuf {
     PathBuf::from(format!("{}.epoch", db_path.display()))
+}
+
+fn wal_file(db_path: &Path) -> PathBuf {
+    PathBuf::from(format!("{}-wal", db_path.display()))
+}
+
+/// Space set aside beside the database for the day the file system fills up.
+fn reserve_file(db_path: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.reserve", db_path.display()))
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
 fn read_epoch_file(path: &Path) -> u64 {
@@ -255,7 +280,13 @@ impl Writer {
         for c in Class::ALL {
             over_quota[c.index()] = stats[c.index()].rows as u64 > opts.policy.quota.get(c);
         }
-        Ok(Writer {
+        let page_size = page_size.max(512) as u64;
+        let autocheckpoint: i64 = conn
+            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+            .map_err(err)?;
+        // A WAL frame is a page and a 24-byte header; the file has a 32-byte header.
+        let wal_max = 32 + (autocheckpoint.max(0) as u64 + WAL_SLACK_PAGES) * (page_size + 24);
+        let mut writer = Writer {
             conn,
             db_path: db_path.to_path_buf(),
             dir: opts.data_dir.clone(),
@@ -266,13 +297,21 @@ impl Writer {
             epoch,
             acked,
             stats,
-            page_size: page_size.max(512) as u64,
+            page_size,
             over_quota,
             disk_low: false,
             health,
             last_maintenance: Instant::now(),
             alarms,
-        })
+            wal_max,
+            // Enough to copy a whole WAL into the database at a checkpoint,
+            // and to write the transaction that drops metrics.
+            reserve_bytes: wal_max + WAL_SLACK_PAGES * page_size,
+            reserve_present: false,
+            reserve_tried: None,
+        };
+        writer.ensure_reserve();
+        Ok(writer)
     }
 
     pub(super) fn run(mut self, rx: flume::Receiver<Msg>) {
@@ -354,6 +393,7 @@ impl Writer {
                     self.health.disk_full.store(false, Ordering::Relaxed);
                     self.alarms.clear();
                     self.finish(batch, w);
+                    self.ensure_reserve();
                     return;
                 }
                 Err(e) if is_disk_full(&e) => {
@@ -372,6 +412,10 @@ impl Writer {
                         });
                         return;
                     }
+                    // In WAL mode even a DELETE needs space: the WAL may have to
+                    // grow, and the checkpoint that would let it start over may
+                    // have to grow the database. The reserve gives that room.
+                    self.release_reserve();
                     // The emergency drop makes room if there are metrics to drop.
                     if !self.emergency_drop() {
                         std::thread::sleep(Duration::from_millis(200));
@@ -620,6 +664,79 @@ impl Writer {
             .query_row("PRAGMA freelist_count", [], |r| r.get(0))
             .unwrap_or(0);
         fs.saturating_add(free_pages.max(0) as u64 * self.page_size)
+            .saturating_sub(self.pending_growth(conn))
+    }
+
+    /// Space the files will take without a single new row: the pages the WAL
+    /// holds past the end of the database file (the next checkpoint writes
+    /// them there) and the WAL's own growth up to its checkpoint size.
+    /// Counting it keeps the floor check from letting the file system fill up
+    /// underneath a checkpoint, after which nothing, not even a DELETE, can be
+    /// written.
+    fn pending_growth(&self, conn: &Connection) -> u64 {
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap_or(0);
+        let db = (pages.max(0) as u64 * self.page_size).saturating_sub(file_len(&self.db_path));
+        let wal = self
+            .wal_max
+            .saturating_sub(file_len(&wal_file(&self.db_path)));
+        db + wal
+    }
+
+    /// Keeps `sitelink.db.reserve` allocated: `reserve_bytes` the writer gives
+    /// up when a commit finds the file system full (`release_reserve`), so that
+    /// it can still checkpoint and drop metrics. Made at open and, after it
+    /// was used, again once the file system has room for it above the floor.
+    fn ensure_reserve(&mut self) {
+        if self.reserve_present
+            || self
+                .reserve_tried
+                .is_some_and(|t| t.elapsed() < RESERVE_RETRY)
+        {
+            return;
+        }
+        self.reserve_tried = Some(Instant::now());
+        let path = reserve_file(&self.db_path);
+        if let Ok(m) = std::fs::metadata(&path) {
+            use std::os::unix::fs::MetadataExt;
+            if m.len() == self.reserve_bytes && m.blocks() * 512 >= self.reserve_bytes {
+                self.reserve_present = true;
+                return;
+            }
+        }
+        let fs = match super::space::available_bytes(&self.dir) {
+            Ok(b) => b,
+            Err(_) => return,
+        };
+        let wanted =
+            self.reserve_bytes + self.policy.min_free_bytes + self.pending_growth(&self.conn);
+        if fs < wanted {
+            return;
+        }
+        match allocate(&path, self.reserve_bytes) {
+            Ok(()) => {
+                self.reserve_present = true;
+                tracing::debug!(path = %path.display(), bytes = self.reserve_bytes, "space reserved for a full disk");
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                tracing::warn!(path = %path.display(), error = %e, "cannot reserve space for a full disk; retried later");
+            }
+        }
+    }
+
+    /// Frees the reserve, if it is there.
+    fn release_reserve(&mut self) {
+        self.reserve_present = false;
+        let path = reserve_file(&self.db_path);
+        if std::fs::remove_file(&path).is_ok() {
+            tracing::warn!(
+                path = %path.display(),
+                bytes = self.reserve_bytes,
+                "the file system is full: released the space reserved for this"
+            );
+        }
     }
 
     /// Called when a commit failed with SQLITE_FULL: drop a share of the
@@ -744,6 +861,19 @@ impl Writer {
             ));
         }
     }
+}
+
+/// Allocates `len` bytes of real space (not a sparse file) at `path`.
+fn allocate(path: &Path, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::create(path)?;
+    let len = libc::off_t::try_from(len).map_err(std::io::Error::other)?;
+    // SAFETY: a valid open file descriptor; posix_fallocate touches nothing else.
+    let rc = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, len) };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
 }
 
 /// An alarm record of the store itself.
