@@ -97,7 +97,7 @@ impl Sink {
                             .or_default()
                             .see(t.n);
                     }
-                } else if r.kind == "gap" {
+                } else if r.kind == crate::store::GAP_KIND {
                     *self.delivered.gaps.entry(r.device.clone()).or_default() += 1;
                 }
             }

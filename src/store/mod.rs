@@ -19,6 +19,7 @@ mod writer;
 pub use reader::{ClassStatus, CommandRow, DeviceRow, DropRow, Reader, RecordFilter, StoreStatus};
 pub use record::{Class, EPOCH_SHIFT, NewRecord, Record, UnknownClass, epoch_of};
 pub use schema::{Quarantined, SCHEMA_VERSION};
+pub use writer::GAP_KIND;
 
 use crate::config::{Quotas, StoreConfig};
 use std::path::{Path, PathBuf};

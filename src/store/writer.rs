@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+/// The kind of the record the store writes for a loss.
+pub const GAP_KIND: &str = "gap";
 /// How long the writer sleeps waiting for work before it beats and tidies up.
 const IDLE_TICK: Duration = Duration::from_millis(250);
 /// How often retention trimming runs when the writer is idle.
@@ -66,7 +68,8 @@ impl Batch {
     }
 
     fn wants_commit_now(&self) -> bool {
-        self.shutdown || !self.trims.is_empty()
+        // An ack or a trim has one waiter (the uplink) and nothing to group with.
+        self.shutdown || !self.trims.is_empty() || !self.acks.is_empty()
     }
 
     fn fail(self, err: impl Fn() -> StoreError) {
@@ -97,6 +100,10 @@ struct Written {
     epoch: u64,
     acked: u64,
     stats: [Stat; 3],
+    /// The free-space floor could not be kept by dropping metrics.
+    disk_low: bool,
+    /// Gap records written by this transaction, logged once it has committed.
+    gaps: Vec<NewRecord>,
 }
 
 /// Loss of records of one device in one drop.
@@ -452,6 +459,10 @@ impl Writer {
         self.epoch = w.epoch;
         self.acked = w.acked;
         self.stats = w.stats;
+        self.disk_low = w.disk_low;
+        for g in &w.gaps {
+            tracing::warn!(device = %g.device, gap = %g.payload, "records dropped");
+        }
         let mut seqs = w.seqs.into_iter();
         for (n, done) in batch.appends {
             let _ = done.send(Ok(seqs.by_ref().take(n).collect()));
@@ -468,7 +479,8 @@ impl Writer {
         for done in batch.trims {
             let _ = done.send(Ok(w.trimmed));
         }
-        for c in Class::ALL {
+        // Metrics over quota are dropped and counted, not alarmed.
+        for c in [Class::Event, Class::Accounting] {
             self.update_quota_alarm(c);
         }
     }
@@ -477,15 +489,7 @@ impl Writer {
     /// it commits: the new counters come back in `Written`.
     fn write(&mut self, batch: &Batch) -> rusqlite::Result<Written> {
         let tx = self.conn.unchecked_transaction()?;
-        let mut w = Written {
-            seqs: Vec::with_capacity(batch.records.len()),
-            command_ids: Vec::new(),
-            trimmed: 0,
-            next_seq: self.next_seq,
-            epoch: self.epoch,
-            acked: self.acked,
-            stats: self.stats,
-        };
+        let mut w = self.scratch();
         let mut gaps: Vec<NewRecord> = self.alarms.clone();
         let now = clock::wall_ms();
 
@@ -499,8 +503,8 @@ impl Writer {
                 let rows = rows_for_bytes(&w.stats, to_free);
                 let freed = drop_oldest_metrics(&tx, &mut w, rows, "disk", &mut gaps)?;
                 let low = freed == 0;
-                if low != self.disk_low {
-                    self.disk_low = low;
+                if low != w.disk_low {
+                    w.disk_low = low;
                     gaps.push(if low {
                         alarm("store.disk_low", serde_json::json!({
                             "dir": self.dir.to_string_lossy(),
@@ -516,26 +520,10 @@ impl Writer {
         }
 
         {
-            let mut ins = tx.prepare_cached(
-                "INSERT INTO records(seq, class, device, kind, payload, wall_ms, mono_ms, boot, synced, agent)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?;
+            w.seqs.reserve(batch.records.len());
             let mut seen: BTreeMap<&str, i64> = BTreeMap::new();
             for r in &batch.records {
-                let seq = take_seq(&mut w);
-                ins.execute(params![
-                    seq as i64,
-                    r.class.code(),
-                    r.device,
-                    r.kind,
-                    r.payload,
-                    r.stamp.wall_ms,
-                    r.stamp.mono_ms,
-                    self.boot,
-                    r.stamp.synced,
-                    self.agent
-                ])?;
-                add_stat(&mut w.stats, r.class, 1, r.footprint() as i64);
+                let seq = self.insert(&tx, &mut w, r)?;
                 w.seqs.push(seq);
                 let t = seen.entry(r.device.as_str()).or_insert(i64::MIN);
                 *t = (*t).max(r.stamp.wall_ms);
@@ -573,7 +561,8 @@ impl Writer {
             meta_set(&tx, "acked_seq", w.acked as i64)?;
             meta_set(&tx, "acked_ms", now)?;
             if self.policy.retention.is_zero() {
-                w.trimmed += trim(&tx, &mut w, None, now, i64::MAX)?;
+                // Whatever its (perhaps wrong) timestamp says.
+                w.trimmed += trim(&tx, &mut w, None, i64::MAX, i64::MAX)?;
             }
         }
         if !batch.trims.is_empty() {
@@ -613,43 +602,39 @@ impl Writer {
         }
 
         // The store's own records (gaps, alarms) get their numbers last.
-        {
-            let mut ins = tx.prepare_cached(
-                "INSERT INTO records(seq, class, device, kind, payload, wall_ms, mono_ms, boot, synced, agent)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?;
-            for r in &gaps {
-                let seq = take_seq(&mut w);
-                ins.execute(params![
-                    seq as i64,
-                    r.class.code(),
-                    r.device,
-                    r.kind,
-                    r.payload,
-                    r.stamp.wall_ms,
-                    r.stamp.mono_ms,
-                    self.boot,
-                    r.stamp.synced,
-                    self.agent
-                ])?;
-                add_stat(&mut w.stats, r.class, 1, r.footprint() as i64);
-            }
+        for r in &gaps {
+            self.insert(&tx, &mut w, r)?;
         }
+        w.gaps = gaps.into_iter().filter(|r| r.kind == GAP_KIND).collect();
 
         meta_set(&tx, "next_seq", w.next_seq as i64)?;
         meta_set(&tx, "epoch", w.epoch as i64)?;
-        {
-            let mut st =
-                tx.prepare_cached("UPDATE class_stats SET rows = ?2, bytes = ?3 WHERE class = ?1")?;
-            for c in Class::ALL {
-                let s = w.stats[c.index()];
-                if s.rows != self.stats[c.index()].rows || s.bytes != self.stats[c.index()].bytes {
-                    st.execute(params![c.code(), s.rows, s.bytes])?;
-                }
-            }
-        }
+        save_stats(&tx, &w.stats, &self.stats)?;
         tx.commit()?;
         Ok(w)
+    }
+
+    /// Inserts one record with the next sequence number and counts it.
+    fn insert(&self, tx: &Connection, w: &mut Written, r: &NewRecord) -> rusqlite::Result<u64> {
+        let seq = take_seq(w);
+        tx.prepare_cached(
+            "INSERT INTO records(seq, class, device, kind, payload, wall_ms, mono_ms, boot, synced, agent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            seq as i64,
+            r.class.code(),
+            r.device,
+            r.kind,
+            r.payload,
+            r.stamp.wall_ms,
+            r.stamp.mono_ms,
+            self.boot,
+            r.stamp.synced,
+            self.agent
+        ])?;
+        add_stat(&mut w.stats, r.class, 1, r.footprint() as i64);
+        Ok(seq)
     }
 
     fn available_bytes(&self, conn: &Connection) -> u64 {
@@ -745,29 +730,13 @@ impl Writer {
         let rows = (self.stats[Class::Metric.index()].rows / 20).max(200);
         let result = (|| -> rusqlite::Result<Written> {
             let tx = self.conn.unchecked_transaction()?;
-            let mut w = Written {
-                seqs: Vec::new(),
-                command_ids: Vec::new(),
-                trimmed: 0,
-                next_seq: self.next_seq,
-                epoch: self.epoch,
-                acked: self.acked,
-                stats: self.stats,
-            };
+            let mut w = self.scratch();
             let mut gaps = Vec::new();
             let freed = drop_oldest_metrics(&tx, &mut w, rows, "disk", &mut gaps)?;
             if freed == 0 {
                 return Err(rusqlite::Error::QueryReturnedNoRows);
             }
-            {
-                let mut st = tx.prepare_cached(
-                    "UPDATE class_stats SET rows = ?2, bytes = ?3 WHERE class = ?1",
-                )?;
-                for c in Class::ALL {
-                    let s = w.stats[c.index()];
-                    st.execute(params![c.code(), s.rows, s.bytes])?;
-                }
-            }
+            save_stats(&tx, &w.stats, &self.stats)?;
             tx.commit()?;
             // Gap records are written with the retried batch.
             self.alarms.extend(gaps);
@@ -794,24 +763,9 @@ impl Writer {
             self.health.beat();
             let result = (|| -> rusqlite::Result<(u64, [Stat; 3])> {
                 let tx = self.conn.unchecked_transaction()?;
-                let mut w = Written {
-                    seqs: Vec::new(),
-                    command_ids: Vec::new(),
-                    trimmed: 0,
-                    next_seq: self.next_seq,
-                    epoch: self.epoch,
-                    acked: self.acked,
-                    stats: self.stats,
-                };
+                let mut w = self.scratch();
                 let n = trim(&tx, &mut w, None, cutoff, TRIM_CHUNK)?;
-                let mut st = tx.prepare_cached(
-                    "UPDATE class_stats SET rows = ?2, bytes = ?3 WHERE class = ?1",
-                )?;
-                for c in Class::ALL {
-                    let s = w.stats[c.index()];
-                    st.execute(params![c.code(), s.rows, s.bytes])?;
-                }
-                drop(st);
+                save_stats(&tx, &w.stats, &self.stats)?;
                 tx.commit()?;
                 Ok((n, w.stats))
             })();
@@ -827,6 +781,21 @@ impl Writer {
                     return;
                 }
             }
+        }
+    }
+
+    /// The counters a transaction starts from.
+    fn scratch(&self) -> Written {
+        Written {
+            seqs: Vec::new(),
+            command_ids: Vec::new(),
+            trimmed: 0,
+            next_seq: self.next_seq,
+            epoch: self.epoch,
+            acked: self.acked,
+            stats: self.stats,
+            disk_low: self.disk_low,
+            gaps: Vec::new(),
         }
     }
 
@@ -899,6 +868,19 @@ fn take_seq(w: &mut Written) -> u64 {
     seq
 }
 
+/// Writes the class counters that changed.
+fn save_stats(tx: &Connection, stats: &[Stat; 3], before: &[Stat; 3]) -> rusqlite::Result<()> {
+    let mut st =
+        tx.prepare_cached("UPDATE class_stats SET rows = ?2, bytes = ?3 WHERE class = ?1")?;
+    for c in Class::ALL {
+        let (s, b) = (stats[c.index()], before[c.index()]);
+        if s.rows != b.rows || s.bytes != b.bytes {
+            st.execute(params![c.code(), s.rows, s.bytes])?;
+        }
+    }
+    Ok(())
+}
+
 fn add_stat(stats: &mut [Stat; 3], class: Class, rows: i64, bytes: i64) {
     let s = &mut stats[class.index()];
     s.rows += rows;
@@ -967,11 +949,10 @@ fn drop_oldest_metrics(
                  count = count + excluded.count, last_seq = excluded.last_seq, last_ms = excluded.last_ms",
             params![device, class.code(), reason, l.count as i64, l.first as i64, l.last as i64, now],
         )?;
-        tracing::warn!(device = %device, class = %class, reason, count = l.count, first_seq = l.first, last_seq = l.last, "records dropped");
         gaps.push(NewRecord {
             class: Class::Event,
             device,
-            kind: "gap".to_string(),
+            kind: GAP_KIND.to_string(),
             payload: serde_json::json!({
                 "class": class,
                 "reason": reason,
