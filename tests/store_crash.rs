@@ -7,9 +7,12 @@
 //! The child is this test binary run again with `SITELINK_CRASH_CHILD` set,
 //! selecting the `child_ingest` test, which does nothing otherwise.
 
+mod common;
+use common::all_records;
+
 use rand::RngExt;
 use sitelink::config::Quotas;
-use sitelink::store::{Class, NewRecord, Policy, Reader, Record, Store, StoreOptions, epoch_of};
+use sitelink::store::{Class, NewRecord, Policy, Record, Store, StoreOptions, epoch_of};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -171,18 +174,6 @@ fn parse_line(line: &str) -> Option<Vec<(u64, Id)>> {
         ));
     }
     (!out.is_empty()).then_some(out)
-}
-
-fn all_records(reader: &Reader) -> Vec<Record> {
-    let mut out: Vec<Record> = Vec::new();
-    loop {
-        let after = out.last().map_or(0, |r| r.seq);
-        let batch = reader.read_batch(after, 10_000).expect("read_batch");
-        if batch.is_empty() {
-            return out;
-        }
-        out.extend(batch);
-    }
 }
 
 struct Checked {

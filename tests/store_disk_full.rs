@@ -7,10 +7,12 @@
 //! `unshare --user --map-root-user --mount`; if neither works it fails and
 //! says so (it never passes without having run).
 
+mod common;
+use common::all_records;
+
 use sitelink::config::Quotas;
 use sitelink::store::{
-    Class, DB_FILE, NewRecord, Policy, Reader, Record, RecordFilter, Store, StoreOptions,
-    StoreStatus,
+    Class, DB_FILE, NewRecord, Policy, Record, RecordFilter, Store, StoreOptions, StoreStatus,
 };
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -112,18 +114,6 @@ fn record(class: Class, device: &str, id: u64) -> NewRecord {
 fn id_of(r: &Record) -> u64 {
     let v: serde_json::Value = serde_json::from_str(&r.payload).expect("json payload");
     v["id"].as_u64().expect("id")
-}
-
-fn all_records(reader: &Reader) -> Vec<Record> {
-    let mut out: Vec<Record> = Vec::new();
-    loop {
-        let after = out.last().map_or(0, |r| r.seq);
-        let batch = reader.read_batch(after, 10_000).expect("read_batch");
-        if batch.is_empty() {
-            return out;
-        }
-        out.extend(batch);
-    }
 }
 
 /// What the producers saw: seq -> id of every completed record, and the
