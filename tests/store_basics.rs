@@ -226,3 +226,62 @@ fn a_corrupt_file_is_moved_aside_and_collection_goes_on() {
         .unwrap();
     assert_eq!(alarms.len(), 1);
 }
+
+#[test]
+fn events_over_quota_are_kept_producers_slowed_and_an_alarm_raised() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = policy();
+    p.quota.event = 100;
+    p.retention = Duration::from_secs(3600);
+    let store = open(dir.path(), p);
+    let h = store.handle();
+    let mut seqs = Vec::new();
+    for chunk in 0..3 {
+        seqs.extend(
+            h.append_batch_blocking(
+                (0..50)
+                    .map(|n| rec(Class::Event, "egm", chunk * 50 + n))
+                    .collect(),
+            )
+            .unwrap(),
+        );
+    }
+    assert!(
+        store.health().throttled(),
+        "over quota: producers are slowed"
+    );
+    let reader = store.reader().unwrap();
+    let alarms = |kind: &str| {
+        reader
+            .records(&sitelink::store::RecordFilter {
+                kind: Some(kind.into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap()
+    };
+    assert_eq!(alarms("store.quota_full").len(), 1);
+    let st = reader.status().unwrap();
+    let e = st.classes.iter().find(|c| c.class == Class::Event).unwrap();
+    assert_eq!(e.dropped, 0, "events are never dropped");
+    assert!(e.rows >= 150, "all 150 kept (plus the alarm): {}", e.rows);
+    let kept = reader.read_batch(0, 1000).unwrap();
+    for s in &seqs {
+        assert!(kept.iter().any(|r| r.seq == *s), "event {s} missing");
+    }
+    // Delivered events give way: the quota is met again and the alarm clears.
+    h.ack_blocking(*seqs.last().unwrap()).unwrap();
+    h.append_batch_blocking(vec![rec(Class::Event, "egm", 999)])
+        .unwrap();
+    assert_eq!(alarms("store.quota_ok").len(), 1);
+    let st = reader.status().unwrap();
+    let e = st.classes.iter().find(|c| c.class == Class::Event).unwrap();
+    assert!(
+        e.rows <= 100,
+        "delivered events trimmed to the quota: {}",
+        e.rows
+    );
+    h.append_batch_blocking(vec![rec(Class::Event, "egm", 1000)])
+        .unwrap();
+    assert!(!store.health().throttled());
+}

@@ -14,6 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+/// What a technician reads when events or accounting fill their quota.
+const QUOTA_HINT: &str = "nothing is dropped: producers are slowed until the upstream takes records; \
+     check the uplink or raise [store.quota]";
 /// The kind of the record the store writes for a loss.
 pub const GAP_KIND: &str = "gap";
 /// How long the writer sleeps waiting for work before it beats and tidies up.
@@ -102,6 +105,8 @@ struct Written {
     stats: [Stat; 3],
     /// The free-space floor could not be kept by dropping metrics.
     disk_low: bool,
+    /// Which never-drop classes are over their quota.
+    over_quota: [bool; 3],
     /// Gap records written by this transaction, logged once it has committed.
     gaps: Vec<NewRecord>,
 }
@@ -355,10 +360,7 @@ impl Writer {
                 return;
             }
             self.commit(batch);
-            let throttled =
-                self.over_quota[Class::Event.index()] || self.over_quota[Class::Accounting.index()];
-            self.health.throttled.store(throttled, Ordering::Relaxed);
-            if throttled {
+            if self.health.throttled() {
                 std::thread::sleep(THROTTLE);
             }
         }
@@ -463,6 +465,17 @@ impl Writer {
         for g in &w.gaps {
             tracing::warn!(device = %g.device, gap = %g.payload, "records dropped");
         }
+        for c in Class::ALL {
+            if w.over_quota[c.index()] != self.over_quota[c.index()] {
+                tracing::warn!(class = %c, over = w.over_quota[c.index()], "{QUOTA_HINT}");
+            }
+        }
+        self.over_quota = w.over_quota;
+        // Before the completions go out, so a producer that sees its commit
+        // also sees the state it left the store in.
+        let throttled =
+            self.over_quota[Class::Event.index()] || self.over_quota[Class::Accounting.index()];
+        self.health.throttled.store(throttled, Ordering::Relaxed);
         let mut seqs = w.seqs.into_iter();
         for (n, done) in batch.appends {
             let _ = done.send(Ok(seqs.by_ref().take(n).collect()));
@@ -478,10 +491,6 @@ impl Writer {
         }
         for done in batch.trims {
             let _ = done.send(Ok(w.trimmed));
-        }
-        // Metrics over quota are dropped and counted, not alarmed.
-        for c in [Class::Event, Class::Accounting] {
-            self.update_quota_alarm(c);
         }
     }
 
@@ -545,9 +554,13 @@ impl Writer {
             drop_oldest_metrics(&tx, &mut w, over, "quota", &mut gaps)?;
         }
         for c in [Class::Event, Class::Accounting] {
-            let over = w.stats[c.index()].rows - self.policy.quota.get(c) as i64;
-            if over > 0 && w.acked > 0 {
-                w.trimmed += trim(&tx, &mut w, Some(c), i64::MAX, over)?;
+            let quota = self.policy.quota.get(c);
+            let rows = w.stats[c.index()].rows;
+            if rows > quota as i64 && w.acked > 0 {
+                // Down to where the alarm clears, not just under the line, so
+                // the next commits do not trim again one row at a time.
+                let keep = (quota as f64 * QUOTA_CLEAR) as i64;
+                w.trimmed += trim(&tx, &mut w, Some(c), i64::MAX, rows - keep)?;
             }
         }
 
@@ -601,6 +614,10 @@ impl Writer {
             )?;
         }
 
+        // Metrics over quota are dropped and counted, not alarmed.
+        for c in [Class::Event, Class::Accounting] {
+            gaps.extend(self.quota_alarm(c, &mut w));
+        }
         // The store's own records (gaps, alarms) get their numbers last.
         for r in &gaps {
             self.insert(&tx, &mut w, r)?;
@@ -795,40 +812,37 @@ impl Writer {
             acked: self.acked,
             stats: self.stats,
             disk_low: self.disk_low,
+            over_quota: self.over_quota,
             gaps: Vec::new(),
         }
     }
 
-    fn update_quota_alarm(&mut self, c: Class) {
+    /// A never-drop class crossing its quota (or back below 90 % of it)
+    /// raises an alarm in the same transaction as the records that did it.
+    fn quota_alarm(&self, c: Class, w: &mut Written) -> Option<NewRecord> {
         let quota = self.policy.quota.get(c);
-        let rows = self.stats[c.index()].rows.max(0) as u64;
-        let was = self.over_quota[c.index()];
+        let rows = w.stats[c.index()].rows.max(0) as u64;
+        let was = w.over_quota[c.index()];
         let now = if was {
             rows as f64 > quota as f64 * QUOTA_CLEAR
         } else {
             rows > quota
         };
         if now == was {
-            return;
+            return None;
         }
-        self.over_quota[c.index()] = now;
-        if now {
-            let hint = if c.droppable() {
-                "the oldest metrics are dropped and counted; deliver to the upstream or raise [store.quota]"
-            } else {
-                "nothing is dropped: producers are slowed until the upstream takes records; check the uplink or raise [store.quota]"
-            };
-            tracing::warn!(class = %c, rows, quota, "{hint}");
-            self.alarms.push(alarm(
+        w.over_quota[c.index()] = now;
+        Some(if now {
+            alarm(
                 "store.quota_full",
-                serde_json::json!({ "class": c, "rows": rows, "quota": quota, "hint": hint }),
-            ));
+                serde_json::json!({ "class": c, "rows": rows, "quota": quota, "hint": QUOTA_HINT }),
+            )
         } else {
-            self.alarms.push(alarm(
+            alarm(
                 "store.quota_ok",
                 serde_json::json!({ "class": c, "rows": rows, "quota": quota }),
-            ));
-        }
+            )
+        })
     }
 }
 
