@@ -5,4 +5,5 @@
 //! `proto` is the sans-IO core (frames, CRC, tables, the per-address link
 //! state); the serial line and the poll schedule build on it.
 
+pub mod link;
 pub mod proto;
