@@ -71,6 +71,64 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         duration: u64,
     },
+    /// Simulated devices for tests and the demo; run until SIGTERM or SIGINT.
+    Sim {
+        #[command(subcommand)]
+        device: SimCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SimCommand {
+    /// Gaming machines on one SAS line, served over a PTY or TCP.
+    Egm(SimEgmArgs),
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("transport").required(true).args(["pty", "tcp"])))]
+pub struct SimEgmArgs {
+    /// Create a PTY and link its slave device at LINK (a stale link is replaced).
+    #[arg(long, value_name = "LINK")]
+    pub pty: Option<PathBuf>,
+    /// Listen on ADDR (port 0 picks one), one host connection at a time.
+    #[arg(long, value_name = "ADDR")]
+    pub tcp: Option<std::net::SocketAddr>,
+    /// An EGM at this SAS address (1 to 127); repeat for a multidrop line.
+    #[arg(long = "address", value_name = "N", required = true,
+          value_parser = clap::value_parser!(u8).range(1..=127))]
+    pub addresses: Vec<u8>,
+    /// Mean games per second per EGM.
+    #[arg(long, value_name = "GAMES_PER_S", default_value_t = 1.0)]
+    pub game_rate: f64,
+    /// Percent of polls lost (no reply).
+    #[arg(long, value_name = "PCT", default_value_t = 0.0)]
+    pub no_reply: f64,
+    /// Percent of replies sent with a bad CRC (frames with a CRC only).
+    #[arg(long, value_name = "PCT", default_value_t = 0.0)]
+    pub corrupt: f64,
+    /// Percent of replies sent late, after --slow-ms.
+    #[arg(long, value_name = "PCT", default_value_t = 0.0)]
+    pub slow: f64,
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub slow_ms: u64,
+    /// Unplug every SECS seconds (SIGUSR1 toggles an unplug at any time).
+    #[arg(long, value_name = "SECS", requires = "unplug_for")]
+    pub unplug_every: Option<f64>,
+    /// How long each scheduled unplug lasts.
+    #[arg(long, value_name = "SECS", requires = "unplug_every")]
+    pub unplug_for: Option<f64>,
+    /// silent: the EGMs stop answering; device: the PTY or TCP port goes away.
+    #[arg(long, value_enum, default_value = "silent")]
+    pub unplug_mode: crate::sim::egm::UnplugMode,
+    /// Exceptions an EGM queues before the oldest is lost (spec minimum 20).
+    #[arg(long, value_name = "N", default_value_t = crate::sim::egm::queue::DEFAULT_CAPACITY)]
+    pub queue: usize,
+    /// Write what the simulator generated here, as JSON lines.
+    #[arg(long, value_name = "PATH")]
+    pub journal: Option<PathBuf>,
+    /// Seed for games and faults: the same seed plays the same games.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
 }
 
 /// An error for the person at the terminal, with its exit code.
@@ -258,6 +316,20 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                     "sitelink demo: records were lost or delivered twice (see above)",
                 ))
             }
+        }
+        Command::Sim {
+            device: SimCommand::Egm(args),
+        } => {
+            let cfg = crate::sim::egm::serve::config(args)
+                .map_err(|e| bad_input(format!("sitelink sim egm: {e}")))?;
+            runtime()?
+                .block_on(crate::sim::egm::serve::run(cfg, &mut std::io::stdout()))
+                .map_err(|e| match e {
+                    crate::sim::egm::ServeError::Config(_) => {
+                        bad_input(format!("sitelink sim egm: {e}"))
+                    }
+                    e => failed(format!("sitelink sim egm: {e}")),
+                })
         }
     }
 }

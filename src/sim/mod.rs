@@ -3,4 +3,5 @@
 //! the daemon at run time.
 
 pub mod demo;
+pub mod egm;
 pub mod sink;

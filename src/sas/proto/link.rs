@@ -304,6 +304,12 @@ impl Link {
         self.rte
     }
 
+    /// A poll went out and its exchange is not over: feed it bytes and
+    /// timeouts, and send nothing else on the line meanwhile.
+    pub fn awaiting_reply(&self) -> bool {
+        self.outstanding.is_some()
+    }
+
     /// A lost reply waits for its retry: this link must have the line's next
     /// transmission.
     pub fn retry_pending(&self) -> bool {
@@ -494,10 +500,23 @@ impl Link {
                     },
                 },
             },
-            // After a long poll (answered or deferred) or an acknowledgement
-            // by someone else, a general poll: it never repeats a long poll,
-            // and it goes before a deferred one is asked again.
-            Unacked::Long(_) | Unacked::Nothing => Job::General,
+            // After a long poll (answered or deferred), a general poll: it
+            // never repeats a long poll, and it goes before a deferred one is
+            // asked again.
+            Unacked::Long(_) => Job::General,
+            // A poll to another EGM acknowledged the last reply, so either
+            // poll is safe. On a shared line that happens before every turn:
+            // without taking the queue here, long polls would never go out.
+            // While polls fail, general polls probe the link instead.
+            Unacked::Nothing if self.failures == 0 => match self.queue.pop_front() {
+                Some(q) => Job::Long {
+                    id: Some(q.id),
+                    poll: q.poll,
+                    deferrals: q.deferrals,
+                },
+                None => Job::General,
+            },
+            Unacked::Nothing => Job::General,
         }
     }
 
@@ -750,6 +769,35 @@ mod tests {
         let mut f = vec![0x01, 0x1A, 0x00, 0x00, 0x00, value];
         crate::sas::proto::crc::push_crc(&mut f);
         f
+    }
+
+    #[test]
+    fn on_a_shared_line_queued_long_polls_still_go_out() {
+        let mut h = Harness::new(LinkConfig::default());
+        h.up();
+        let id = h.link.submit(LongPoll::SoundOff).unwrap();
+        // Another EGM is polled before each of this one's turns.
+        h.link.note_foreign_poll(h.now);
+        let t = h.send();
+        assert_eq!(
+            t.poll,
+            Poll::Long {
+                address: 1,
+                poll: LongPoll::SoundOff
+            }
+        );
+        h.reply(&[0x01]);
+        assert_eq!(
+            h.events(),
+            [LinkEvent::Completed {
+                id: Some(id),
+                poll: LongPoll::SoundOff,
+                result: Ok(Response::Ack)
+            }]
+        );
+        // With the queue empty, the next turn is a general poll again.
+        h.link.note_foreign_poll(h.now);
+        assert_eq!(h.send().bytes, [0x81]);
     }
 
     #[test]
