@@ -107,6 +107,37 @@ fn quarantined_files(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// One line of what a device last reported: a SAS link's health, or any
+/// other device's state as it stands.
+fn device_state(state: &serde_json::Value) -> Option<String> {
+    let n = |k: &str| {
+        state
+            .get(k)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    };
+    if let Some(link) = state.get("link").and_then(serde_json::Value::as_str) {
+        let mut line = format!(
+            "SAS {} address {}: link {link}, {} polls, {} without reply, {} unreadable, {} retries",
+            state
+                .get("port")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("?"),
+            n("address"),
+            n("polls"),
+            n("no_reply"),
+            n("bad_replies"),
+            n("retries"),
+        );
+        if let Some(reason) = state.get("reason").and_then(serde_json::Value::as_str) {
+            line.push_str(&format!(" — {reason}"));
+        }
+        return Some(line);
+    }
+    let text = state.to_string();
+    (text != "null").then(|| text.chars().take(120).collect())
+}
+
 fn ago(now: i64, then: i64) -> String {
     let s = (now - then) / 1000;
     match s {
@@ -225,6 +256,9 @@ impl StatusReport {
                     d.device,
                     when(now, d.last_seen_ms)
                 ));
+                if let Some(state) = d.state.as_ref().and_then(device_state) {
+                    out.push_str(&format!("  {:<16} {state}\n", ""));
+                }
             }
         }
         out

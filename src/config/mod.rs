@@ -9,10 +9,11 @@ mod generator;
 mod names;
 mod reader;
 mod reload;
+mod sas;
 mod store;
 
 pub use diagnostic::{ConfigError, Diagnostic};
-pub use reload::{ReloadPlan, reload_plan};
+pub use reload::{Changes, ReloadPlan, reload_plan};
 
 use crate::store::Class;
 use diagnostic::Diagnostics;
@@ -37,6 +38,7 @@ pub struct Config {
     pub agent: AgentConfig,
     pub store: StoreConfig,
     pub generators: Vec<GeneratorConfig>,
+    pub sas: Vec<SasLineConfig>,
 }
 
 /// `[agent]`
@@ -81,6 +83,34 @@ impl Quotas {
             Class::Metric => self.metric,
         }
     }
+}
+
+/// `[[sas]]`: one serial line (a port) polled as the SAS host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SasLineConfig {
+    /// The line's own device name (its port events: unplugged, back).
+    pub name: String,
+    /// An absolute device path or `tcp://HOST:PORT`.
+    pub port: String,
+    /// Spacing between polls to one EGM.
+    pub poll_interval: Duration,
+    /// From the last byte sent to the first byte of the reply.
+    pub reply_timeout: Duration,
+    /// Quiet time that ends a reply.
+    pub inter_byte: Duration,
+    /// Default period of the meter polls for the machines on this line.
+    pub meters_every: Duration,
+    pub egms: Vec<EgmConfig>,
+}
+
+/// `[[sas.egm]]`: one gaming machine on a line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EgmConfig {
+    /// SAS address, 1–127, set on the machine.
+    pub address: u8,
+    /// The device name its records carry.
+    pub name: String,
+    pub meters_every: Duration,
 }
 
 /// `[[generator]]`: a synthetic device, the load generator for tests and benchmarks.
@@ -188,6 +218,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let store = r.section("store", store::read);
     let mut devices = DeviceNames::default();
     let generators = r.each_table("generator", |g| generator::read(g, &mut devices));
+    let mut ports = sas::Ports::default();
+    let sas = r.each_table("sas", |l| sas::read(l, &mut devices, &mut ports));
     r.finish();
     diags.finish()?;
     Ok(Config {
@@ -195,6 +227,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         agent,
         store,
         generators,
+        sas,
     })
 }
 
@@ -253,9 +286,21 @@ impl Config {
     /// One line for the log at start and reload.
     pub fn summary(&self) -> String {
         let generators = self.generators.len();
-        let devices = match generators {
+        let egms: usize = self.sas.iter().map(|l| l.egms.len()).sum();
+        let mut kinds = Vec::new();
+        if egms > 0 {
+            kinds.push(format!(
+                "{} on {}",
+                plural(egms, "gaming machine"),
+                plural(self.sas.len(), "SAS line")
+            ));
+        }
+        if generators > 0 {
+            kinds.push(plural(generators, "generator"));
+        }
+        let devices = match egms + generators {
             0 => "no devices".to_string(),
-            n => format!("{} ({})", plural(n, "device"), plural(n, "generator")),
+            n => format!("{} ({})", plural(n, "device"), kinds.join(", ")),
         };
         format!(
             "agent {}, data in {}, {devices}",
@@ -305,6 +350,7 @@ mod tests {
                 retention: Duration::from_secs(168 * 3600),
             },
             generators: Vec::new(),
+            sas: Vec::new(),
         };
         assert_eq!(config, expected);
         // A file with only headers must give the same: the defaults live in code too.

@@ -69,6 +69,12 @@ impl Whole for u64 {
     }
 }
 
+impl Whole for u8 {
+    fn wide(self) -> i128 {
+        self.into()
+    }
+}
+
 impl Whole for usize {
     fn wide(self) -> i128 {
         // Lossless: usize is at most 64 bits on every target we build for.
@@ -152,6 +158,16 @@ impl<'a, 'i> SectionReader<'a, 'i> {
     }
 
     /// Records a problem found by a section's own rules.
+    /// Where this table is (its header, for a whole-section complaint).
+    pub(super) fn span(&self) -> Range<usize> {
+        self.span.clone()
+    }
+
+    /// Whether the table has `key` at all (whatever its value).
+    pub(super) fn has(&self, key: &str) -> bool {
+        self.table.keys().any(|k| k.get_ref() == key)
+    }
+
     pub(super) fn error(&mut self, span: Range<usize>, message: String, hint: String) {
         self.diags.error(span, message, hint);
     }
@@ -219,30 +235,60 @@ impl<'a, 'i> SectionReader<'a, 'i> {
             return rule.default;
         };
         let example = format!("{key} = {}", rule.default);
+        let hint = format!(
+            "the default is {} {}; delete the line to use it",
+            rule.default, rule.unit
+        );
+        self.whole(key, value, (rule.min, rule.max), rule.unit, &example, hint)
+            .unwrap_or(rule.default)
+    }
+
+    /// An integer key that must be there, with where it was written (for
+    /// checks across sections, such as two EGMs at one address).
+    pub(super) fn required_int<T: Whole>(
+        &mut self,
+        key: &'static str,
+        range: (T, T),
+        unit: &'static str,
+        example: &str,
+    ) -> Option<Spanned<T>> {
+        let Some(value) = self.lookup(key, Shape::Key) else {
+            let message = format!("missing required key `{key}` in {}", self.name());
+            let hint = format!("add a line such as `{example}` to this section");
+            self.diags.error(self.span.clone(), message, hint);
+            return None;
+        };
+        let hint = format!("write it like this: `{example}`");
+        let v = self.whole(key, value, range, unit, example, hint)?;
+        Some(Spanned::new(value.span(), v))
+    }
+
+    fn whole<T: Whole>(
+        &mut self,
+        key: &str,
+        value: &Spanned<DeValue<'i>>,
+        (min, max): (T, T),
+        unit: &str,
+        example: &str,
+        range_hint: String,
+    ) -> Option<T> {
         let DeValue::Integer(n) = value.get_ref() else {
-            let what = format!("an integer ({})", rule.unit);
-            self.wrong_type(key, value, Kind::Integer, &what, &example);
-            return rule.default;
+            let what = format!("an integer ({unit})");
+            self.wrong_type(key, value, Kind::Integer, &what, example);
+            return None;
         };
         // TOML integers may exceed any Rust type (or be negative): those are
         // range errors, so parse wide and convert only what is in range.
-        let allowed = rule.min.wide()..=rule.max.wide();
+        let allowed = min.wide()..=max.wide();
         let fits = i128::from_str_radix(n.as_str(), n.radix())
             .ok()
             .filter(|n| allowed.contains(n))
             .and_then(|n| T::try_from(n).ok());
-        match fits {
-            Some(v) => v,
-            None => {
-                let must = format!("from {} to {} {}", rule.min, rule.max, rule.unit);
-                let hint = format!(
-                    "the default is {} {}; delete the line to use it",
-                    rule.default, rule.unit
-                );
-                self.out_of_range(key, value.span(), &must, hint);
-                rule.default
-            }
+        if fits.is_none() {
+            let must = format!("from {min} to {max} {unit}");
+            self.out_of_range(key, value.span(), &must, range_hint);
         }
+        fits
     }
 
     /// Reports a value outside its range: "`KEY` in [S] must be MUST, found VALUE".

@@ -1,15 +1,73 @@
 //! What a `systemctl reload` must do to go from the running config to a new one.
 
-use super::{Config, GeneratorConfig};
+use super::{Config, GeneratorConfig, SasLineConfig};
+
+/// What changed in one kind of device section, matched by name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Changes<T> {
+    pub added: Vec<T>,
+    /// Names of devices to stop.
+    pub removed: Vec<String>,
+    /// Devices whose settings changed (same name): restart them.
+    pub changed: Vec<T>,
+}
+
+impl<T> Default for Changes<T> {
+    fn default() -> Self {
+        Changes {
+            added: Vec::new(),
+            removed: Vec::new(),
+            changed: Vec::new(),
+        }
+    }
+}
+
+impl<T> Changes<T> {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// A device section, known by its name.
+pub trait Named {
+    fn name(&self) -> &str;
+}
+
+impl Named for GeneratorConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Named for SasLineConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+fn changes<T: Named + PartialEq + Clone>(old: &[T], new: &[T]) -> Changes<T> {
+    let mut c = Changes::default();
+    for device in new {
+        match old.iter().find(|o| o.name() == device.name()) {
+            None => c.added.push(device.clone()),
+            Some(before) if before != device => c.changed.push(device.clone()),
+            Some(_) => {}
+        }
+    }
+    c.removed = old
+        .iter()
+        .filter(|o| !new.iter().any(|n| n.name() == o.name()))
+        .map(|o| o.name().to_string())
+        .collect();
+    c
+}
 
 /// The difference between two configs, as work for the daemon.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ReloadPlan {
-    pub generators_added: Vec<GeneratorConfig>,
-    /// Names of generators to stop.
-    pub generators_removed: Vec<String>,
-    /// Generators whose settings changed (same name): restart them.
-    pub generators_changed: Vec<GeneratorConfig>,
+    pub generators: Changes<GeneratorConfig>,
+    /// SAS lines; a line whose machines changed is restarted as a whole.
+    pub sas: Changes<SasLineConfig>,
     pub store_changed: bool,
     pub log_level_changed: bool,
     /// Changes a reload cannot apply, as sentences for the log.
@@ -18,9 +76,8 @@ pub struct ReloadPlan {
 
 impl ReloadPlan {
     pub fn is_empty(&self) -> bool {
-        self.generators_added.is_empty()
-            && self.generators_removed.is_empty()
-            && self.generators_changed.is_empty()
+        self.generators.is_empty()
+            && self.sas.is_empty()
             && !self.store_changed
             && !self.log_level_changed
             && self.needs_restart.is_empty()
@@ -29,23 +86,12 @@ impl ReloadPlan {
 
 pub fn reload_plan(old: &Config, new: &Config) -> ReloadPlan {
     let mut plan = ReloadPlan {
+        generators: changes(&old.generators, &new.generators),
+        sas: changes(&old.sas, &new.sas),
         store_changed: old.store != new.store,
         log_level_changed: old.agent.log_level != new.agent.log_level,
-        ..ReloadPlan::default()
+        needs_restart: Vec::new(),
     };
-    for generator in &new.generators {
-        match old.generators.iter().find(|g| g.name == generator.name) {
-            None => plan.generators_added.push(generator.clone()),
-            Some(before) if before != generator => plan.generators_changed.push(generator.clone()),
-            Some(_) => {}
-        }
-    }
-    plan.generators_removed = old
-        .generators
-        .iter()
-        .filter(|g| !new.generators.iter().any(|n| n.name == g.name))
-        .map(|g| g.name.clone())
-        .collect();
     // The id is in every record and the data directory holds the open
     // database: neither can change under a running daemon.
     if old.agent.id != new.agent.id {
@@ -92,9 +138,10 @@ mod tests {
             [[generator]]\nname = \"fresh\"\nclass = \"metric\"\nrate = 1\n";
         let plan = reload_plan(&config(GENS), &config(new));
         let names = |gs: &[GeneratorConfig]| gs.iter().map(|g| g.name.clone()).collect::<Vec<_>>();
-        assert_eq!(names(&plan.generators_added), ["fresh"]);
-        assert_eq!(names(&plan.generators_changed), ["tweak"]);
-        assert_eq!(plan.generators_removed, ["drop"]);
+        assert_eq!(names(&plan.generators.added), ["fresh"]);
+        assert_eq!(names(&plan.generators.changed), ["tweak"]);
+        assert_eq!(plan.generators.removed, ["drop"]);
+        assert!(plan.sas.is_empty());
         assert!(!plan.store_changed && !plan.log_level_changed && plan.needs_restart.is_empty());
         assert!(!plan.is_empty());
     }

@@ -151,6 +151,7 @@ async fn ask(req: &CommandRequest, id: i64, tx: mpsc::Sender<DeviceCommand>) -> 
     let (reply, rx) = oneshot::channel();
     let cmd = DeviceCommand {
         id,
+        device: req.device.clone(),
         action: req.action.clone(),
         args: req.args.clone(),
         reply,

@@ -7,14 +7,14 @@ pub mod logging;
 pub mod service;
 pub mod task;
 
-use crate::config::{Config, GeneratorConfig, ReloadPlan, reload_plan};
+use crate::config::{Config, GeneratorConfig, ReloadPlan, SasLineConfig, reload_plan};
 use crate::generator::{self, GeneratorStats};
 use crate::store::{Policy, Reader, Store, StoreError, StoreHandle, StoreOptions, WriterHealth};
 use dispatch::Dispatcher;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use task::{COMMAND_QUEUE, Heartbeat, TaskContext};
+use task::{COMMAND_QUEUE, DeviceCommand, Heartbeat, TaskContext};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -35,11 +35,23 @@ pub enum DaemonError {
     },
 }
 
+/// A device task: a generator, or a SAS line serving several EGMs.
 struct RunningDevice {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     heartbeat: Arc<Heartbeat>,
-    stats: Arc<GeneratorStats>,
+    /// The device names whose commands this task takes.
+    serves: Vec<String>,
+    /// A generator's counters.
+    stats: Option<Arc<GeneratorStats>>,
+}
+
+/// What the daemon keeps of a new task's channels (the task gets the rest
+/// as its `TaskContext`).
+struct Spawn {
+    stop: watch::Sender<bool>,
+    commands: mpsc::Sender<DeviceCommand>,
+    heartbeat: Arc<Heartbeat>,
 }
 
 /// The running agent.
@@ -92,33 +104,96 @@ impl Daemon {
         for g in daemon.config.generators.clone() {
             daemon.start_generator(g).await;
         }
+        for l in daemon.config.sas.clone() {
+            daemon.start_sas_line(l).await;
+        }
         tracing::info!(summary = %daemon.config.summary(), "sitelink started");
         Ok(daemon)
     }
 
-    async fn start_generator(&mut self, cfg: GeneratorConfig) {
-        let first = self.next_counter(&cfg.name).await;
+    fn spawn_context(&self, name: &str) -> (Spawn, TaskContext) {
         let (stop, shutdown) = watch::channel(false);
-        let (cmd_tx, commands) = mpsc::channel(COMMAND_QUEUE);
-        let heartbeat = Heartbeat::new(&cfg.name);
-        let stats = Arc::new(GeneratorStats::default());
+        let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
+        let heartbeat = Heartbeat::new(name);
         let ctx = TaskContext {
             store: self.store.handle(),
-            commands,
+            commands: rx,
             shutdown,
             heartbeat: heartbeat.clone(),
         };
-        let task = tokio::spawn(generator::run(cfg.clone(), first, ctx, stats.clone()));
-        self.dispatcher.register(&cfg.name, cmd_tx).await;
-        self.devices.insert(
-            cfg.name.clone(),
-            RunningDevice {
+        (
+            Spawn {
                 stop,
-                task,
+                commands,
                 heartbeat,
+            },
+            ctx,
+        )
+    }
+
+    async fn keep(
+        &mut self,
+        name: &str,
+        spawn: Spawn,
+        task: JoinHandle<()>,
+        serves: Vec<String>,
+        stats: Option<Arc<GeneratorStats>>,
+    ) {
+        for device in &serves {
+            self.dispatcher
+                .register(device, spawn.commands.clone())
+                .await;
+        }
+        self.devices.insert(
+            name.to_string(),
+            RunningDevice {
+                stop: spawn.stop,
+                task,
+                heartbeat: spawn.heartbeat,
+                serves,
                 stats,
             },
         );
+    }
+
+    async fn start_generator(&mut self, cfg: GeneratorConfig) {
+        let first = self.next_counter(&cfg.name).await;
+        let (spawn, ctx) = self.spawn_context(&cfg.name);
+        let stats = Arc::new(GeneratorStats::default());
+        let task = tokio::spawn(generator::run(cfg.clone(), first, ctx, stats.clone()));
+        self.keep(&cfg.name, spawn, task, vec![cfg.name.clone()], Some(stats))
+            .await;
+    }
+
+    async fn start_sas_line(&mut self, cfg: SasLineConfig) {
+        let names: Vec<String> = cfg.egms.iter().map(|e| e.name.clone()).collect();
+        let remembered = self.remembered(&names).await;
+        let (spawn, ctx) = self.spawn_context(&cfg.name);
+        let task = tokio::spawn(crate::sas::poller::run(cfg.clone(), remembered, ctx));
+        self.keep(&cfg.name, spawn, task, names, None).await;
+    }
+
+    /// The stored state of these devices, as their tasks left it last time.
+    async fn remembered(&self, names: &[String]) -> crate::sas::poller::Remembered {
+        let path = self.store.db_path().to_path_buf();
+        let names = names.to_vec();
+        let found = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            Ok(Reader::open(&path)?
+                .devices()?
+                .into_iter()
+                .filter(|d| names.contains(&d.device))
+                .filter_map(|d| Some((d.device, d.state?)))
+                .collect())
+        })
+        .await;
+        match found {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the devices' last state; starting afresh");
+                Default::default()
+            }
+            Err(_) => Default::default(),
+        }
     }
 
     /// Where a generator's counter goes on: one past what it last stored.
@@ -158,7 +233,9 @@ impl Daemon {
 
     async fn stop_device(&mut self, name: &str) {
         if let Some(d) = self.devices.remove(name) {
-            self.dispatcher.unregister(name).await;
+            for device in &d.serves {
+                self.dispatcher.unregister(device).await;
+            }
             let _ = d.stop.send(true);
             if tokio::time::timeout(TASK_STOP_GRACE, d.task).await.is_err() {
                 tracing::warn!(device = name, "device task did not stop in time");
@@ -169,15 +246,25 @@ impl Daemon {
     /// Applies a new configuration. The caller has validated it.
     pub async fn reload(&mut self, new: Config) -> ReloadPlan {
         let plan = reload_plan(&self.config, &new);
-        for name in &plan.generators_removed {
+        for name in &plan.generators.removed {
             self.stop_device(name).await;
         }
-        for g in &plan.generators_changed {
+        for g in &plan.generators.changed {
             self.stop_device(&g.name).await;
             self.start_generator(g.clone()).await;
         }
-        for g in &plan.generators_added {
+        for g in &plan.generators.added {
             self.start_generator(g.clone()).await;
+        }
+        for name in &plan.sas.removed {
+            self.stop_device(name).await;
+        }
+        for l in &plan.sas.changed {
+            self.stop_device(&l.name).await;
+            self.start_sas_line(l.clone()).await;
+        }
+        for l in &plan.sas.added {
+            self.start_sas_line(l.clone()).await;
         }
         if plan.store_changed
             && self
@@ -228,7 +315,7 @@ impl Daemon {
     pub fn generator_stats(&self) -> Vec<(String, Arc<GeneratorStats>)> {
         self.devices
             .iter()
-            .map(|(n, d)| (n.clone(), d.stats.clone()))
+            .filter_map(|(n, d)| Some((n.clone(), d.stats.clone()?)))
             .collect()
     }
 

@@ -106,9 +106,9 @@ async fn reload(daemon: &mut Daemon, path: &Path, logs: &LogControl) {
             }
             tracing::info!(
                 summary = %summary,
-                added = plan.generators_added.len(),
-                removed = plan.generators_removed.len(),
-                changed = plan.generators_changed.len(),
+                added = plan.generators.added.len() + plan.sas.added.len(),
+                removed = plan.generators.removed.len() + plan.sas.removed.len(),
+                changed = plan.generators.changed.len() + plan.sas.changed.len(),
                 "configuration reloaded"
             );
         }

@@ -14,6 +14,8 @@ pub const COMMAND_QUEUE: usize = 16;
 #[derive(Debug)]
 pub struct DeviceCommand {
     pub id: i64,
+    /// The device it is for: one task may own several (a SAS line's EGMs).
+    pub device: String,
     pub action: String,
     pub args: Vec<String>,
     pub reply: oneshot::Sender<CommandOutcome>,

@@ -6,4 +6,5 @@
 //! state); the serial line and the poll schedule build on it.
 
 pub mod link;
+pub mod poller;
 pub mod proto;
