@@ -5,7 +5,9 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use super::error::PortError;
+use std::sync::Arc;
+
+use super::error::{Cause, PortError};
 
 pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: fcntl on a valid descriptor, with an int argument.
@@ -85,18 +87,31 @@ pub(crate) fn write_all<W: Write + AsFd>(
     Ok(())
 }
 
-/// Appends what can be read now to `out`. `Ok(true)`: end of file.
-pub(crate) fn read_available<R: Read>(r: &mut R, out: &mut Vec<u8>) -> io::Result<bool> {
+/// Appends what can be read now to `out`. End of file is the port lost,
+/// for the reason `eof` (a hung-up tty, a closed connection).
+pub(crate) fn read_available<R: Read>(
+    port: &str,
+    r: &mut R,
+    out: &mut Vec<u8>,
+    eof: Cause,
+) -> Result<(), PortError> {
     let mut buf = [0u8; 1024];
     // Bounded so that a flooding peer cannot starve the commands.
     for _ in 0..16 {
         match r.read(&mut buf) {
-            Ok(0) => return Ok(true),
+            Ok(0) => {
+                return Err(PortError::Lost {
+                    port: port.to_string(),
+                    cause: eof,
+                    source: Arc::new(io::ErrorKind::UnexpectedEof.into()),
+                });
+            }
             Ok(n) => out.extend_from_slice(buf.get(..n).unwrap_or_default()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            // EIO once the other end of a tty has closed.
+            Err(e) => return Err(PortError::io(port, "read", e)),
         }
     }
-    Ok(false)
+    Ok(())
 }

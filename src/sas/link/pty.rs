@@ -64,16 +64,7 @@ impl Transport for PtyTransport {
     }
 
     fn read_available(&mut self, bytes: &mut Vec<u8>, _: &mut Vec<usize>) -> Result<(), PortError> {
-        match fdio::read_available(&mut self.file, bytes) {
-            Ok(false) => Ok(()),
-            Ok(true) => Err(PortError::Lost {
-                port: self.port.clone(),
-                cause: Cause::Unplugged,
-                source: Arc::new(std::io::ErrorKind::UnexpectedEof.into()),
-            }),
-            // EIO once the other end has closed.
-            Err(e) => Err(PortError::io(&self.port, "read", e)),
-        }
+        fdio::read_available(&self.port, &mut self.file, bytes, Cause::Unplugged)
     }
 
     fn check(&self) -> Result<(), PortError> {

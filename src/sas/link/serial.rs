@@ -161,18 +161,10 @@ impl Transport for SerialTransport {
         wakeup: &mut Vec<usize>,
     ) -> Result<(), PortError> {
         self.raw.clear();
-        let result = fdio::read_available(&mut self.file, &mut self.raw);
+        let result =
+            fdio::read_available(&self.port, &mut self.file, &mut self.raw, Cause::Unplugged);
         self.decoder.push(&self.raw, bytes, wakeup);
-        match result {
-            Ok(false) => Ok(()),
-            // End of file on a tty is a hangup.
-            Ok(true) => Err(PortError::Lost {
-                port: self.port.clone(),
-                cause: Cause::Unplugged,
-                source: Arc::new(std::io::ErrorKind::UnexpectedEof.into()),
-            }),
-            Err(e) => Err(PortError::io(&self.port, "read", e)),
-        }
+        result
     }
 
     fn check(&self) -> Result<(), PortError> {

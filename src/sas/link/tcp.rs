@@ -68,15 +68,7 @@ impl Transport for TcpTransport {
     }
 
     fn read_available(&mut self, bytes: &mut Vec<u8>, _: &mut Vec<usize>) -> Result<(), PortError> {
-        match fdio::read_available(&mut self.stream, bytes) {
-            Ok(false) => Ok(()),
-            Ok(true) => Err(PortError::Lost {
-                port: self.port.clone(),
-                cause: Cause::PeerClosed,
-                source: Arc::new(std::io::ErrorKind::UnexpectedEof.into()),
-            }),
-            Err(e) => Err(PortError::io(&self.port, "read", e)),
-        }
+        fdio::read_available(&self.port, &mut self.stream, bytes, Cause::PeerClosed)
     }
 
     /// A connection has no path that could vanish; a dead peer shows as an
