@@ -37,3 +37,13 @@ pub use tables::{
     ExceptionClass, ExceptionCode, ExceptionInfo, MeterCode, MeterInfo, MeterUnit, Priority,
     bill_dollars, denomination_cents,
 };
+
+/// Bytes from the hex the protocol document writes them in (`"01 1F"`), for tests.
+#[cfg(test)]
+pub(crate) fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digits"))
+        .collect()
+}

@@ -10,13 +10,7 @@ use crate::sas::proto::{
     Response, ResponseParser, crc_ok,
 };
 
-fn hex(s: &str) -> Vec<u8> {
-    let s: String = s.split_whitespace().collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
+use crate::sas::proto::hex;
 
 /// A quiet EGM (no games by themselves, no random doors or handpays).
 fn quiet(address: u8) -> EgmConfig {
