@@ -32,6 +32,36 @@ fn demo_delivers_everything_and_says_so() {
         (produced, produced, 0),
         "{summary}"
     );
+    // The simulated EGMs on the SAS line: each raised and delivered
+    // exceptions, none lost, none twice (stored = delivered = produced).
+    let egms: Vec<(&str, Vec<u64>)> = stdout
+        .lines()
+        .filter(|l| l.starts_with("slot-"))
+        .map(|l| {
+            let mut cols = l.split_whitespace();
+            let device = cols.next().unwrap_or_default();
+            assert_eq!(cols.next(), Some("exception"), "{l}");
+            (device, cols.filter_map(|c| c.parse().ok()).collect())
+        })
+        .collect();
+    assert!(egms.len() >= 2, "EGM rows missing:\n{stdout}");
+    for (device, n) in &egms {
+        let [produced, stored, delivered, lost] = n[..] else {
+            panic!("unexpected EGM row for {device}:\n{stdout}");
+        };
+        assert!(produced > 0, "{device} produced no exceptions:\n{stdout}");
+        assert_eq!(
+            (stored, delivered, lost),
+            (produced, produced, 0),
+            "{device}:\n{stdout}"
+        );
+    }
+    assert!(
+        stdout.lines().any(|l| l.contains("SAS line:")
+            && l.contains(", 0 dropped")
+            && l.contains("meters records")),
+        "{stdout}"
+    );
     let dir = stdout
         .lines()
         .find_map(|l| l.strip_prefix("data directory: "))
