@@ -285,3 +285,29 @@ fn events_over_quota_are_kept_producers_slowed_and_an_alarm_raised() {
         .unwrap();
     assert!(!store.health().throttled());
 }
+
+#[test]
+fn an_append_now_does_not_wait_for_the_group_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = policy();
+    // A window no test would sit out: only "now" can commit before it ends.
+    p.commit_window = Duration::from_secs(60);
+    let store = open(dir.path(), p);
+    let h = store.handle();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let seqs = rt
+        .block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                h.append_batch_now(vec![rec(Class::Event, "egm", 1)]),
+            )
+            .await
+        })
+        .expect("committed long before the window ends")
+        .unwrap();
+    let got = store.reader().unwrap().read_batch(0, 10).unwrap();
+    assert_eq!(got.iter().map(|r| r.seq).collect::<Vec<_>>(), seqs);
+}

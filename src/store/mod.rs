@@ -211,6 +211,8 @@ struct NewCommand {
 enum Msg {
     Append {
         records: Vec<NewRecord>,
+        /// Commit without waiting for the group to fill.
+        now: bool,
         done: Done<Vec<u64>>,
     },
     Ack {
@@ -350,12 +352,33 @@ impl StoreHandle {
 
     /// Stores several records in one message (they commit together).
     pub async fn append_batch(&self, records: Vec<NewRecord>) -> Result<Vec<u64>, StoreError> {
-        self.call(|done| Msg::Append { records, done }).await
+        self.call(|done| Msg::Append {
+            records,
+            now: false,
+            done,
+        })
+        .await
+    }
+
+    /// `append_batch` for a producer that holds its device until the commit
+    /// (a SAS line: its next poll acknowledges what these records hold). The
+    /// group commits as soon as this arrives, with whatever else is waiting.
+    pub async fn append_batch_now(&self, records: Vec<NewRecord>) -> Result<Vec<u64>, StoreError> {
+        self.call(|done| Msg::Append {
+            records,
+            now: true,
+            done,
+        })
+        .await
     }
 
     /// `append_batch` for threads outside the async runtime.
     pub fn append_batch_blocking(&self, records: Vec<NewRecord>) -> Result<Vec<u64>, StoreError> {
-        self.call_blocking(|done| Msg::Append { records, done })
+        self.call_blocking(|done| Msg::Append {
+            records,
+            now: false,
+            done,
+        })
     }
 
     /// The upstream has stored everything up to and including `up_to`.

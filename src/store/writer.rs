@@ -55,6 +55,8 @@ struct Batch {
     commands_new: Vec<NewCommand>,
     commands_done: Vec<(i64, CommandOutcome, Done<()>)>,
     trims: Vec<Done<u64>>,
+    /// A producer asked not to wait for the group to fill.
+    now: bool,
     shutdown: bool,
 }
 
@@ -72,7 +74,7 @@ impl Batch {
 
     fn wants_commit_now(&self) -> bool {
         // An ack or a trim has one waiter (the uplink) and nothing to group with.
-        self.shutdown || !self.trims.is_empty() || !self.acks.is_empty()
+        self.shutdown || self.now || !self.trims.is_empty() || !self.acks.is_empty()
     }
 
     fn fail(self, err: impl Fn() -> StoreError) {
@@ -368,7 +370,8 @@ impl Writer {
 
     fn take(&mut self, batch: &mut Batch, msg: Msg) {
         match msg {
-            Msg::Append { records, done } => {
+            Msg::Append { records, now, done } => {
+                batch.now |= now;
                 batch.appends.push((records.len(), done));
                 batch.records.extend(records);
             }
