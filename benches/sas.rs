@@ -11,9 +11,10 @@
 //!   deadline). Polls/s is wall-clock throughput; CPU is the thread's.
 //! - Rows 2a/2b, the agent over a PTY: `Daemon::start` with one `[[sas]]`
 //!   line at the minimum `poll_interval_ms` the config allows (40 ms), the
-//!   simulator in-process (`sim::demo::SimLine`, its own thread) on the PTY,
-//!   no faults. Polls are those the simulated EGMs heard; CPU is getrusage of
-//!   the whole process over the window, and the same minus the simulator's
+//!   simulator in-process (`sim::egm::serve::spawn`, its own thread, its
+//!   journal in the row's temporary directory) on the PTY, no faults. Polls
+//!   are those the simulated EGMs heard (`Served::polls`); CPU is getrusage
+//!   of the whole process over the window, and the same minus the simulator's
 //!   and the measuring reader's threads (their on-CPU time from
 //!   /proc/self/task/*/schedstat).
 //! - Latency, rows 2a/2b: every exception's raise time is the simulator's
@@ -34,8 +35,8 @@
 //! `BENCH_DIR` [TARGET/bench-tmp] where the temporary directories go.
 
 use sitelink::sas::proto::{Link, LinkConfig, LinkEvent};
-use sitelink::sim::demo::{SimLine, process_cpu, thread_cpu};
-use sitelink::sim::egm::{EgmConfig, Entry, FaultPlan, Line};
+use sitelink::sim::egm::serve::{self, ServeConfig, Transport, UnplugMode, UnplugPlan};
+use sitelink::sim::egm::{EgmConfig, Entry, FaultPlan, Line, journal};
 use sitelink::store::Reader;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -158,6 +159,28 @@ fn core(n: u8, polls: u64, game_rate: f64) -> Core {
     }
 }
 
+/// CPU time (user + system) of the calling thread.
+fn thread_cpu() -> Duration {
+    rusage(libc::RUSAGE_THREAD)
+}
+
+/// CPU time (user + system) of the whole process.
+fn process_cpu() -> Duration {
+    rusage(libc::RUSAGE_SELF)
+}
+
+fn rusage(who: libc::c_int) -> Duration {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(who, &mut u) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
 /// On-CPU time of this process's threads named `name`, from schedstat.
 fn threads_cpu(name: &str) -> Duration {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
@@ -271,8 +294,21 @@ fn over_pty(root: &Path, n: u8, game_rate: f64, window: Duration, warmup: Durati
     let tmp = tempfile::tempdir_in(root).expect("temp dir");
     let dir = tmp.path();
     let link = dir.join("line.pty");
-    let sim = SimLine::start(&link, egms(n, game_rate), 11, None).expect("simulator");
-    let start = sim.start_time();
+    let journal_path = dir.join("journal.jsonl");
+    let sim = serve::spawn(ServeConfig {
+        transport: Transport::Pty(link.clone()),
+        egms: egms(n, game_rate),
+        faults: FaultPlan::default(),
+        seed: 11,
+        journal: Some(journal_path.clone()),
+        unplug: UnplugPlan {
+            every: None,
+            lasting: Duration::ZERO,
+            mode: UnplugMode::Silent,
+        },
+    })
+    .expect("simulator");
+    let start = sim.start();
     let mut text = format!(
         "[agent]\nid = \"bench\"\ndata_dir = \"{}\"\nlog_level = \"warn\"\n\n\
          [[sas]]\nname = \"line\"\nport = \"{}\"\npoll_interval_ms = {}\n",
@@ -306,7 +342,7 @@ fn over_pty(root: &Path, n: u8, game_rate: f64, window: Duration, warmup: Durati
             .expect("reader thread")
     };
     std::thread::sleep(warmup);
-    let polls0: u64 = sim.tally().values().map(|t| t.polls).sum();
+    let polls0 = sim.polls();
     let (cpu0, sim0, reader0) = (
         process_cpu(),
         threads_cpu("sim-egm"),
@@ -314,7 +350,7 @@ fn over_pty(root: &Path, n: u8, game_rate: f64, window: Duration, warmup: Durati
     );
     let w0 = Instant::now();
     std::thread::sleep(window);
-    let polls1: u64 = sim.tally().values().map(|t| t.polls).sum();
+    let polls1 = sim.polls();
     let (cpu1, sim1, reader1) = (
         process_cpu(),
         threads_cpu("sim-egm"),
@@ -324,7 +360,8 @@ fn over_pty(root: &Path, n: u8, game_rate: f64, window: Duration, warmup: Durati
     let window_start = w0.duration_since(start);
     let window_end = window_start + elapsed;
     rt.block_on(daemon.stop_devices());
-    let end = sim.stop().expect("simulator stops");
+    sim.stop().expect("simulator stops");
+    let entries = journal::read(&journal_path).expect("simulator journal");
     // Let the reader see the last commit.
     std::thread::sleep(Duration::from_millis(20));
     stop.store(true, Ordering::Relaxed);
@@ -333,7 +370,7 @@ fn over_pty(root: &Path, n: u8, game_rate: f64, window: Duration, warmup: Durati
 
     if let Ok(path) = std::env::var("BENCH_SAS_DUMP") {
         let mut out = String::new();
-        for e in &end.entries {
+        for e in &entries {
             let _ = writeln!(out, "{}", serde_json::to_string(e).unwrap_or_default());
         }
         for s in &seen {
@@ -350,7 +387,7 @@ fn over_pty(root: &Path, n: u8, game_rate: f64, window: Duration, warmup: Durati
     // Per EGM: raise time and code of each exception, ACK order.
     let mut raised: BTreeMap<(u8, u64), (u64, u8)> = BTreeMap::new();
     let mut acks: BTreeMap<u8, Vec<(u64, u64)>> = BTreeMap::new();
-    for e in &end.entries {
+    for e in &entries {
         match *e {
             Entry::Exception {
                 address,

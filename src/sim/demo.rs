@@ -3,25 +3,24 @@
 //! upstream — ending with what was produced, stored, delivered and lost.
 //!
 //! The devices are the generators and one simulated SAS line: a few EGMs
-//! ([`crate::sim::egm::model`]) on a PTY, served in-process by [`SimLine`]
-//! and polled by the agent's own SAS poller. An EGM's "produced" comes from
-//! the simulator's journal (the exceptions the host's implied ACK took), its
-//! "stored" and "delivered" from the store and the consumer.
+//! ([`crate::sim::egm::model`]) on a PTY, served in-process by
+//! [`serve::spawn`] and polled by the agent's own SAS poller. An EGM's
+//! "produced" comes from the simulator's journal file (the exceptions the
+//! host's implied ACK took), its "stored" and "delivered" from the store and
+//! the consumer.
 
-use super::egm::journal::JournalFile;
-use super::egm::{EgmConfig, Entry, FaultPlan, Line};
+use super::egm::serve::{self, ServeConfig, ServeError, Transport, UnplugMode, UnplugPlan};
+use super::egm::{EgmConfig, Entry, FaultPlan, journal};
 use super::sink::Sink;
 use crate::config;
 use crate::daemon::Daemon;
 use crate::daemon::dispatch::CommandRequest;
 use crate::store::{CommandStatus, Reader, RecordFilter};
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// The simulated EGMs: SAS address and device name.
 const DEMO_EGMS: [(u8, &str); 3] = [(1, "slot-1"), (2, "slot-2"), (3, "slot-3")];
@@ -80,6 +79,13 @@ pub enum DemoError {
     Daemon(#[from] crate::daemon::DaemonError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("simulated SAS line: {0}")]
+    Serve(#[from] ServeError),
+    #[error("simulator journal {path}: {source}")]
+    Journal {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Sim(String),
 }
@@ -187,7 +193,18 @@ pub async fn run(
             ..EgmConfig::new(address)
         })
         .collect();
-    let sim = SimLine::start(&sas_link, egms, seed, Some(&journal)).map_err(DemoError::Sim)?;
+    let sim = serve::spawn(ServeConfig {
+        transport: Transport::Pty(sas_link.clone()),
+        egms,
+        faults: FaultPlan::default(),
+        seed,
+        journal: Some(journal.clone()),
+        unplug: UnplugPlan {
+            every: None,
+            lasting: Duration::ZERO,
+            mode: UnplugMode::Silent,
+        },
+    })?;
     let config_path = dir.join("sitelink.toml");
     let egm_tables: String = DEMO_EGMS
         .iter()
@@ -255,7 +272,13 @@ pub async fn run(
                 .map(|(_, s)| s.produced.load(Ordering::Relaxed))
                 .sum();
             let delivered = taken.as_ref().map_or(0, |(s, _)| s.delivered.records);
-            let acked: u64 = sim.tally().values().map(|t| t.acked).sum();
+            // Whole lines only (one write each): safe to read while written.
+            let acked = journal::read(&journal).map_or(0, |entries| {
+                entries
+                    .iter()
+                    .filter(|e| matches!(e, Entry::Acked { .. }))
+                    .count()
+            });
             let _ = writeln!(
                 out,
                 "  {secs:>3} s: produced {produced}, delivered {delivered}, EGM exceptions acknowledged {acked}"
@@ -266,7 +289,12 @@ pub async fn run(
     // The poller first: it commits what it read, and what the EGMs have
     // seen acknowledged by then is final once the simulator stops.
     daemon.stop_devices().await;
-    let sim_end = sim.stop().map_err(DemoError::Sim)?;
+    let polls = sim.polls();
+    sim.stop()?;
+    let entries = journal::read(&journal).map_err(|source| DemoError::Journal {
+        path: journal.clone(),
+        source,
+    })?;
     let (sink, outbox) = drain(taken.take()).await?;
     let db = daemon.store_db_path();
     daemon.shutdown().await;
@@ -300,7 +328,7 @@ pub async fn run(
     let stored = tokio::task::spawn_blocking(move || stored_by_egm(&db))
         .await
         .map_err(|e| DemoError::Sim(format!("reading the store: {e}")))??;
-    let (egm_rows, notes) = egm_totals(&sim_end, &stored, &outbox, &journal);
+    let (egm_rows, notes) = egm_totals(&entries, polls, &stored, &outbox, &journal);
     devices.extend(egm_rows);
     Ok(DemoReport {
         data_dir: dir,
@@ -422,7 +450,8 @@ fn matched(a: &[u8], b: &[u8]) -> u64 {
 
 /// The EGM rows and the notes that say how they count.
 fn egm_totals(
-    sim: &SimEnd,
+    entries: &[Entry],
+    polls: u64,
     stored: &BTreeMap<String, StoredEgm>,
     outbox: &EgmOutbox,
     journal: &Path,
@@ -433,7 +462,7 @@ fn egm_totals(
         let mut codes = BTreeMap::new();
         let mut acked = Vec::new();
         let mut dropped = 0u64;
-        for e in &sim.entries {
+        for e in entries {
             match *e {
                 Entry::Exception {
                     address: a,
@@ -490,7 +519,6 @@ fn egm_totals(
     }
     let meters_stored: u64 = stored.values().map(|s| s.meters).sum();
     let link_events: u64 = stored.values().map(|s| s.link_events).sum();
-    let polls: u64 = sim.polls.values().sum();
     let notes = vec![
         format!(
             "slot-N: simulated SAS EGMs on a PTY. produced = exceptions the EGM let go on the host's implied ACK (journal: {}),",
@@ -523,362 +551,5 @@ async fn drain(taken: Option<(Sink, EgmOutbox)>) -> Result<(Sink, EgmOutbox), De
         Err(e) => Err(DemoError::Store(crate::store::StoreError::Invalid(
             e.to_string(),
         ))),
-    }
-}
-
-/// A simulated SAS line served in-process: the EGM model of
-/// [`crate::sim::egm::model`] on a PTY, on its own thread, stopped by
-/// [`SimLine::stop`] instead of a signal (`sim::egm::serve::run` only stops
-/// on SIGTERM or SIGINT, which a process that also runs the agent cannot use).
-/// The thread waits in `poll(2)` with a timeout from the line's next
-/// deadline and finds frames by the idle gap, as `serve` does.
-pub struct SimLine {
-    link: PathBuf,
-    start: Instant,
-    stop: Arc<AtomicBool>,
-    tally: Arc<Mutex<BTreeMap<u8, EgmTally>>>,
-    thread: Option<std::thread::JoinHandle<Result<SimEnd, String>>>,
-}
-
-/// Live counts of one simulated EGM, from its journal.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EgmTally {
-    /// Polls addressed to the EGM that it heard.
-    pub polls: u64,
-    pub raised: u64,
-    pub acked: u64,
-    pub dropped: u64,
-}
-
-/// What a stopped [`SimLine`] leaves: its whole journal (`t_ms` counts from
-/// `start`), the polls each EGM answered and the CPU its thread used.
-#[derive(Debug)]
-pub struct SimEnd {
-    pub start: Instant,
-    pub entries: Vec<Entry>,
-    /// Polls addressed to each EGM that it heard (by address).
-    pub polls: BTreeMap<u8, u64>,
-    pub thread_cpu: Duration,
-}
-
-/// Quiet on the line that ends a host frame (§4), as `serve` uses.
-const SIM_FRAME_GAP: Duration = Duration::from_millis(5);
-/// Longest wait in `poll(2)`, so a stop is seen promptly.
-const SIM_MAX_WAIT: Duration = Duration::from_millis(20);
-
-impl SimLine {
-    /// Creates the PTY, links its slave at `link` and starts the line.
-    /// `journal`, if given, gets every journal entry as JSON lines.
-    pub fn start(
-        link: &Path,
-        egms: Vec<EgmConfig>,
-        seed: u64,
-        journal: Option<&Path>,
-    ) -> Result<SimLine, String> {
-        let start = Instant::now();
-        let egm_addresses: Vec<u8> = egms.iter().map(|e| e.address).collect();
-        let line = Line::new(egms, FaultPlan::default(), seed, start).map_err(|e| e.to_string())?;
-        let pty = SimPty::open(link)
-            .map_err(|e| format!("simulated SAS line {}: {e}", link.display()))?;
-        let journal = journal
-            .map(|p| JournalFile::create(p).map_err(|e| format!("journal {}: {e}", p.display())))
-            .transpose()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let tally = Arc::new(Mutex::new(BTreeMap::new()));
-        let mut worker = SimWorker {
-            addresses: egm_addresses,
-            line,
-            pty,
-            journal,
-            entries: Vec::new(),
-            tally: tally.clone(),
-            stop: stop.clone(),
-        };
-        let thread = std::thread::Builder::new()
-            .name("sim-egm".into())
-            .spawn(move || worker.run().map(|()| worker.end(start)))
-            .map_err(|e| format!("cannot start the simulator thread: {e}"))?;
-        Ok(SimLine {
-            link: link.to_path_buf(),
-            start,
-            stop,
-            tally,
-            thread: Some(thread),
-        })
-    }
-
-    /// Where the host opens the line.
-    pub fn link(&self) -> &Path {
-        &self.link
-    }
-
-    /// The journal's time base.
-    pub fn start_time(&self) -> Instant {
-        self.start
-    }
-
-    /// The counts so far, by address.
-    pub fn tally(&self) -> BTreeMap<u8, EgmTally> {
-        self.tally.lock().map(|t| t.clone()).unwrap_or_default()
-    }
-
-    /// Stops the line (within its 20 ms wait) and returns what it generated.
-    pub fn stop(mut self) -> Result<SimEnd, String> {
-        self.stop.store(true, Ordering::Relaxed);
-        match self.thread.take().map(|t| t.join()) {
-            Some(Ok(r)) => r,
-            Some(Err(_)) => Err("the simulator thread panicked".into()),
-            None => Err("the simulator was already stopped".into()),
-        }
-    }
-}
-
-impl Drop for SimLine {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-struct SimWorker {
-    addresses: Vec<u8>,
-    line: Line,
-    pty: SimPty,
-    journal: Option<JournalFile>,
-    entries: Vec<Entry>,
-    tally: Arc<Mutex<BTreeMap<u8, EgmTally>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl SimWorker {
-    fn run(&mut self) -> Result<(), String> {
-        let mut buf = [0u8; 512];
-        let mut last_rx: Option<Instant> = None;
-        while !self.stop.load(Ordering::Relaxed) {
-            let now = Instant::now();
-            let wake = [last_rx.map(|t| t + SIM_FRAME_GAP), self.line.deadline()]
-                .into_iter()
-                .flatten()
-                .fold(now + SIM_MAX_WAIT, Instant::min);
-            if let Some(n) = self
-                .pty
-                .wait(wake.saturating_duration_since(now), &mut buf)?
-            {
-                let now = Instant::now();
-                if last_rx.is_some_and(|t| now.duration_since(t) > SIM_FRAME_GAP) {
-                    self.line.idle();
-                }
-                last_rx = Some(now);
-                // No faults are planned, so every reply leaves at once.
-                for out in self.line.receive(now, buf.get(..n).unwrap_or_default()) {
-                    self.pty.send(&out.bytes);
-                }
-                if let Ok(mut tally) = self.tally.lock() {
-                    for &a in &self.addresses {
-                        let polls = self.line.egm(a).map_or(0, |e| e.stats().polls);
-                        tally.entry(a).or_default().polls = polls;
-                    }
-                }
-            }
-            let now = Instant::now();
-            if last_rx.is_some_and(|t| now.duration_since(t) >= SIM_FRAME_GAP) {
-                self.line.idle();
-                last_rx = None;
-            }
-            let chirps = self.line.tick(now);
-            if !chirps.is_empty() {
-                self.pty.send(&chirps);
-            }
-            self.journal()?;
-        }
-        self.journal()
-    }
-
-    fn journal(&mut self) -> Result<(), String> {
-        let entries = self.line.take_journal();
-        if entries.is_empty() {
-            return Ok(());
-        }
-        if let Some(j) = self.journal.as_mut() {
-            j.write(&entries)
-                .map_err(|e| format!("simulator journal: {e}"))?;
-        }
-        if let Ok(mut tally) = self.tally.lock() {
-            for e in &entries {
-                match e {
-                    Entry::Exception { address, .. } => {
-                        tally.entry(*address).or_default().raised += 1;
-                    }
-                    Entry::Acked { address, .. } => tally.entry(*address).or_default().acked += 1,
-                    Entry::Dropped { address, .. } => {
-                        tally.entry(*address).or_default().dropped += 1;
-                    }
-                    _ => {}
-                }
-            }
-        }
-        self.entries.extend(entries);
-        Ok(())
-    }
-
-    fn end(&mut self, start: Instant) -> SimEnd {
-        let polls = self
-            .addresses
-            .iter()
-            .filter_map(|&a| Some((a, self.line.egm(a)?.stats().polls)))
-            .collect();
-        SimEnd {
-            start,
-            entries: std::mem::take(&mut self.entries),
-            polls,
-            thread_cpu: thread_cpu(),
-        }
-    }
-}
-
-/// CPU time (user + system) of the calling thread.
-pub fn thread_cpu() -> Duration {
-    rusage(libc::RUSAGE_THREAD)
-}
-
-/// CPU time (user + system) of the whole process.
-pub fn process_cpu() -> Duration {
-    rusage(libc::RUSAGE_SELF)
-}
-
-fn rusage(who: libc::c_int) -> Duration {
-    // SAFETY: getrusage only writes into the struct we pass.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(who, &mut u) } != 0 {
-        return Duration::ZERO;
-    }
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
-    };
-    tv(u.ru_utime) + tv(u.ru_stime)
-}
-
-/// A PTY master (non-blocking), its slave kept open so the master never
-/// sees a hang-up when the host closes its end, and the link to the slave.
-struct SimPty {
-    master: File,
-    _slave: File,
-    link: PathBuf,
-    slave_path: PathBuf,
-}
-
-impl SimPty {
-    fn open(link: &Path) -> std::io::Result<SimPty> {
-        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-        let cvt = |rc: libc::c_int| {
-            if rc < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(rc)
-            }
-        };
-        let (mut m, mut s): (libc::c_int, libc::c_int) = (-1, -1);
-        // SAFETY: openpty writes two new descriptors into `m` and `s`; the
-        // name, termios and window size arguments are optional and null.
-        cvt(unsafe {
-            libc::openpty(
-                &mut m,
-                &mut s,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        })?;
-        // SAFETY: both descriptors were just created and belong to nobody else.
-        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)) };
-        for fd in [&master, &slave] {
-            // SAFETY: fcntl on a descriptor we own.
-            cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
-        }
-        // Raw mode at 19200 8N1: bytes as sent, no echo, no line editing.
-        // SAFETY: termios is plain data; tcgetattr fills it from a tty fd,
-        // cfmakeraw and cfsetspeed only edit the struct.
-        let mut t: libc::termios = unsafe { std::mem::zeroed() };
-        cvt(unsafe { libc::tcgetattr(slave.as_raw_fd(), &mut t) })?;
-        unsafe {
-            libc::cfmakeraw(&mut t);
-            libc::cfsetspeed(&mut t, libc::B19200);
-        }
-        cvt(unsafe { libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &t) })?;
-        // SAFETY: plain fcntl calls on a descriptor we own.
-        let flags = cvt(unsafe { libc::fcntl(master.as_raw_fd(), libc::F_GETFL) })?;
-        cvt(unsafe { libc::fcntl(master.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
-        let slave_path = std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd()))?;
-        match std::fs::symlink_metadata(link) {
-            Ok(m) if m.file_type().is_symlink() => std::fs::remove_file(link)?,
-            Ok(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "exists and is not a symbolic link; not replacing it",
-                ));
-            }
-            Err(_) => {}
-        }
-        std::os::unix::fs::symlink(&slave_path, link)?;
-        Ok(SimPty {
-            master: File::from(master),
-            _slave: File::from(slave),
-            link: link.to_path_buf(),
-            slave_path,
-        })
-    }
-
-    /// Waits up to `timeout` for host bytes; `Some(n)` when `n` came.
-    fn wait(&mut self, timeout: Duration, buf: &mut [u8]) -> Result<Option<usize>, String> {
-        use std::io::Read;
-        use std::os::fd::AsRawFd;
-        let mut fd = libc::pollfd {
-            fd: self.master.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // Round up: a zero timeout for a deadline 0.4 ms away would spin.
-        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
-        // SAFETY: one valid pollfd for the duration of the call.
-        let n = unsafe { libc::poll(&mut fd, 1, ms) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            return match e.kind() {
-                std::io::ErrorKind::Interrupted => Ok(None),
-                _ => Err(format!("simulator poll(2): {e}")),
-            };
-        }
-        if fd.revents == 0 {
-            return Ok(None);
-        }
-        match self.master.read(buf) {
-            Ok(n) => Ok(Some(n)),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(format!("simulator reading the PTY: {e}")),
-        }
-    }
-
-    /// Best effort, like a UART: with nobody reading, the bytes are lost.
-    fn send(&mut self, bytes: &[u8]) {
-        if let Err(e) = self.master.write_all(bytes) {
-            tracing::debug!("sim egm: PTY write dropped: {e}");
-        }
-    }
-}
-
-impl Drop for SimPty {
-    fn drop(&mut self) {
-        if std::fs::read_link(&self.link).is_ok_and(|t| t == self.slave_path) {
-            let _ = std::fs::remove_file(&self.link);
-        }
     }
 }

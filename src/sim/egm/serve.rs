@@ -19,6 +19,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
@@ -115,32 +117,120 @@ pub async fn run(cfg: ServeConfig, ready: &mut (dyn Write + Send)) -> Result<(),
     let mut int = sig(SignalKind::interrupt())?;
     let mut usr1 = sig(SignalKind::user_defined1())?;
 
-    let mut server = Server::start(cfg, Instant::now())?;
-    writeln!(ready, "{}", server.device.describe()).map_err(io_err("stdout"))?;
+    let mut served = spawn(cfg)?;
+    writeln!(ready, "{}", served.describe()).map_err(io_err("stdout"))?;
     ready.flush().map_err(io_err("stdout"))?;
-
-    let (tx, rx) = mpsc::channel();
-    let (done_tx, mut done) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("sim-egm".into())
-        .spawn(move || {
-            // The receiver is gone only if `run` itself has gone.
-            let _ = done_tx.send(server.serve(&rx));
-        })
-        .map_err(io_err("cannot start the line thread"))?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = usr1.recv() => {
-                // A send fails only when the thread has ended; `done` says why.
-                let _ = tx.send(Control::ToggleUnplug);
-            }
-            r = &mut done => return r.unwrap_or(Err(ServeError::ThreadLost)),
+            _ = usr1.recv() => served.toggle_unplug(),
+            r = served.ended() => return r,
         }
     }
-    let _ = tx.send(Control::Stop);
-    done.await.unwrap_or(Err(ServeError::ThreadLost))
+    served.stop()
+}
+
+/// Starts the line on its own thread (named `sim-egm`) and returns at once,
+/// the device ready for the host. The in-process form of [`run`], for a
+/// process that also runs the host: stopped by [`Served::stop`] or by
+/// dropping the handle rather than by a signal.
+pub fn spawn(cfg: ServeConfig) -> Result<Served, ServeError> {
+    let start = Instant::now();
+    let mut server = Server::start(cfg, start)?;
+    let ready = server.device.describe();
+    let polls = server.polls.clone();
+    let (tx, rx) = mpsc::channel();
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("sim-egm".into())
+        .spawn(move || {
+            // The receiver is gone only if the handle has gone.
+            let _ = done_tx.send(server.serve(&rx));
+        })
+        .map_err(io_err("cannot start the line thread"))?;
+    Ok(Served {
+        ready,
+        start,
+        polls,
+        tx,
+        done: Some(done),
+        thread: Some(thread),
+    })
+}
+
+/// A line served by [`spawn`]; dropping it stops the line.
+pub struct Served {
+    ready: String,
+    start: Instant,
+    polls: Arc<AtomicU64>,
+    tx: mpsc::Sender<Control>,
+    done: Option<tokio::sync::oneshot::Receiver<Result<(), ServeError>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Served {
+    /// Where the host connects, as [`run`]'s ready line says it:
+    /// `ready pty LINK SLAVE` or `ready tcp ADDR` (the port it got).
+    pub fn describe(&self) -> &str {
+        &self.ready
+    }
+
+    /// The line's start: the journal's `t_ms` count from here.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    /// Polls the EGMs have heard so far, all addresses together.
+    pub fn polls(&self) -> u64 {
+        self.polls.load(Ordering::Relaxed)
+    }
+
+    /// Unplugs the line, or plugs it back, as the plan's mode says (SIGUSR1
+    /// to [`run`]).
+    pub fn toggle_unplug(&self) {
+        // A send fails only when the thread has ended; `stop` says why.
+        let _ = self.tx.send(Control::ToggleUnplug);
+    }
+
+    /// Resolves when the line thread ends by itself (an error: it runs
+    /// until stopped otherwise), with its result. Cancel-safe.
+    pub async fn ended(&mut self) -> Result<(), ServeError> {
+        match self.done.as_mut() {
+            Some(done) => {
+                let r = done.await.unwrap_or(Err(ServeError::ThreadLost));
+                self.done = None;
+                r
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops the line (within its 20 ms wait), joins its thread and
+    /// returns how it ended.
+    pub fn stop(mut self) -> Result<(), ServeError> {
+        self.halt();
+        match self.done.take().map(|mut d| d.try_recv()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(ServeError::ThreadLost),
+            // `ended` has already given the result.
+            None => Ok(()),
+        }
+    }
+
+    fn halt(&mut self) {
+        let _ = self.tx.send(Control::Stop);
+        if let Some(t) = self.thread.take() {
+            // A panic has dropped the result's sender: `stop` says so.
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.halt();
+    }
 }
 
 struct Server {
@@ -153,6 +243,9 @@ struct Server {
     /// Scheduled: when the next unplug starts, and when the current ends.
     next_unplug: Option<Instant>,
     replug_at: Option<Instant>,
+    /// The EGMs' addresses, and the polls they have heard ([`Served::polls`]).
+    addresses: Vec<u8>,
+    polls: Arc<AtomicU64>,
 }
 
 impl Server {
@@ -165,6 +258,7 @@ impl Server {
                 lasting: cfg.unplug.lasting,
             });
         }
+        let addresses = cfg.egms.iter().map(|e| e.address).collect();
         let line = Line::new(cfg.egms, cfg.faults, cfg.seed, now)?;
         let journal_path = cfg.journal.clone().unwrap_or_default();
         let journal = match &cfg.journal {
@@ -192,6 +286,8 @@ impl Server {
             plan: cfg.unplug,
             unplugged: false,
             replug_at: None,
+            addresses,
+            polls: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -241,6 +337,9 @@ impl Server {
                             delayed = Some((now + out.delay, out.bytes));
                         }
                     }
+                    let polls = self.addresses.iter().filter_map(|&a| self.line.egm(a));
+                    let polls = polls.map(|e| e.stats().polls).sum();
+                    self.polls.store(polls, Ordering::Relaxed);
                 }
                 Input::Quiet => {}
                 Input::HostGone => {
