@@ -217,6 +217,10 @@ pub async fn run(cfg: SasLineConfig, remembered: Remembered, mut ctx: TaskContex
         .filter_map(|e| Egm::new(e, link_config.clone(), now, remembered.get(&e.name)))
         .collect();
     let mut pending: Vec<Pending> = Vec::new();
+    // When the last byte came in, whatever it was.
+    let mut last_rx: Option<Instant> = None;
+    // The last exchange failed (or bytes came unasked): wait for quiet first.
+    let mut unsettled = false;
     tracing::info!(device = %cfg.name, port = %cfg.port, egms = egms.len(), "SAS line started");
     loop {
         ctx.heartbeat.beat();
@@ -240,7 +244,20 @@ pub async fn run(cfg: SasLineConfig, remembered: Remembered, mut ctx: TaskContex
             .position(|e| e.link.retry_pending())
             .or_else(|| (0..egms.len()).min_by_key(|&i| egms[i].link.poll_timeout()));
         let mut records = Vec::new();
-        if let Some(i) = pick.filter(|&i| egms[i].link.poll_timeout() <= now)
+        let due = pick.filter(|&i| egms[i].link.poll_timeout() <= now);
+        // Only after an exchange that went wrong can its reply still be on
+        // the way; after a clean one the next poll goes at once.
+        if due.is_some()
+            && unsettled
+            && !quiet(&mut line, &mut last_rx, cfg.inter_byte, &cfg, &mut records).await
+        {
+            return;
+        }
+        if due.is_some() {
+            unsettled = false;
+        }
+        let now = Instant::now();
+        if let Some(i) = due
             && let Some(tx) = egms[i].link.poll_transmit(now)
         {
             for (j, e) in egms.iter_mut().enumerate() {
@@ -248,6 +265,15 @@ pub async fn run(cfg: SasLineConfig, remembered: Remembered, mut ctx: TaskContex
                     e.link.note_foreign_poll(now);
                 }
             }
+            // Bytes read before the poll went out cannot answer it: a reply
+            // that came after its window (the link gave up on it), a chirp,
+            // line noise. They wait in the line's queue while this task is
+            // busy (storing, say) and would otherwise be taken as the reply
+            // to this poll: a stale one-byte exception code from one EGM
+            // read as the next EGM's, and every reply after it shifted by
+            // one poll, inventing some exceptions and losing others.
+            let sent_at = Instant::now();
+            let before = egms[i].link.stats();
             if let Err(e) = line.send(&tx.bytes).await {
                 // The link times the poll out and goes down by its own rules.
                 tracing::debug!(device = %cfg.name, error = %e, "poll not sent");
@@ -256,7 +282,12 @@ pub async fn run(cfg: SasLineConfig, remembered: Remembered, mut ctx: TaskContex
                 let deadline = tokio::time::Instant::from_std(egms[i].link.poll_timeout());
                 tokio::select! {
                     event = line.next_event() => match event {
+                        Some(LineEvent::Bytes(chunk)) if chunk.at < sent_at => {
+                            last_rx = Some(chunk.at);
+                            tracing::debug!(device = %cfg.name, bytes = chunk.bytes.len(), "bytes from before the poll (a late reply, a chirp or noise) left out");
+                        }
                         Some(LineEvent::Bytes(chunk)) => {
+                            last_rx = Some(chunk.at);
                             egms[i].link.handle_bytes(chunk.at, &unmarked(&chunk.bytes, &chunk.wakeup));
                         }
                         Some(other) => records.extend(port_event(&cfg, other)),
@@ -265,6 +296,8 @@ pub async fn run(cfg: SasLineConfig, remembered: Remembered, mut ctx: TaskContex
                     _ = tokio::time::sleep_until(deadline) => egms[i].link.handle_timeout(Instant::now()),
                 }
             }
+            let after = egms[i].link.stats();
+            unsettled = after.no_reply + after.bad_replies > before.no_reply + before.bad_replies;
         } else {
             let wake = egms
                 .iter()
@@ -280,8 +313,10 @@ pub async fn run(cfg: SasLineConfig, remembered: Remembered, mut ctx: TaskContex
                     None => break,
                 },
                 event = line.next_event() => match event {
-                    // Bytes with no poll out: a chirp or noise; the links count them.
+                    // Bytes with no poll out: a chirp, noise or a late reply.
                     Some(LineEvent::Bytes(chunk)) => {
+                        last_rx = Some(chunk.at);
+                        unsettled = true;
                         tracing::debug!(device = %cfg.name, bytes = chunk.bytes.len(), "bytes with no poll out (a chirp or noise)");
                     }
                     Some(other) => records.extend(port_event(&cfg, other)),
@@ -301,7 +336,7 @@ pub async fn run(cfg: SasLineConfig, remembered: Remembered, mut ctx: TaskContex
         if !records.is_empty() {
             // Before the next poll acknowledges what these records hold.
             ctx.heartbeat.set_waiting_on_store(true);
-            let stored = ctx.store.append_batch(records).await;
+            let stored = ctx.store.append_batch_now(records).await;
             ctx.heartbeat.set_waiting_on_store(false);
             if let Err(e) = stored {
                 tracing::error!(device = %cfg.name, error = %e, "SAS records not stored; the line stops");
@@ -330,6 +365,41 @@ pub async fn run(cfg: SasLineConfig, remembered: Remembered, mut ctx: TaskContex
         ));
     }
     tracing::info!(device = %cfg.name, "SAS line stopped");
+}
+
+/// Waits until the line has been quiet for `gap`, leaving out what comes
+/// meanwhile: a reply that came after its window, the duplicate of one that
+/// was retried, a chirp. A poll sent into that would take those bytes for its
+/// own answer, another EGM's or an older poll's, and shift every exception
+/// after it. A line that never falls silent (noise) is waited on for ten gaps
+/// at most. Returns false once the line has stopped.
+async fn quiet(
+    line: &mut Line,
+    last_rx: &mut Option<Instant>,
+    gap: Duration,
+    cfg: &SasLineConfig,
+    records: &mut Vec<NewRecord>,
+) -> bool {
+    let give_up = tokio::time::Instant::now() + gap * 10;
+    loop {
+        let Some(last) = *last_rx else {
+            return true;
+        };
+        let until = tokio::time::Instant::from_std(last + gap).min(give_up);
+        tokio::select! {
+            // Bytes already waiting count before the clock says "quiet".
+            biased;
+            event = line.next_event() => match event {
+                Some(LineEvent::Bytes(chunk)) => {
+                    *last_rx = Some(chunk.at);
+                    tracing::debug!(device = %cfg.name, bytes = chunk.bytes.len(), "bytes between exchanges (a late reply, a chirp or noise) left out");
+                }
+                Some(other) => records.extend(port_event(cfg, other)),
+                None => return false,
+            },
+            _ = tokio::time::sleep_until(until) => return true,
+        }
+    }
 }
 
 /// Reply bytes without those that came with the wakeup bit (chirps, §1.2).
@@ -436,21 +506,27 @@ fn link_event(e: &mut Egm, event: LinkEvent, pending: &mut Vec<Pending>) -> Opti
                 _ => None,
             };
             if let Some(id) = id {
-                settle(pending, id, &poll, &result);
+                settle(pending, &name, id, &poll, &result);
             }
             record
         }
     }
 }
 
-/// Counts a finished long poll against the command waiting for it.
+/// Counts a finished long poll of `device` against the command waiting for
+/// it. Poll ids are numbered per EGM link, so the same id on another EGM of
+/// the line is another poll: the device must match too.
 fn settle(
     pending: &mut Vec<Pending>,
+    device: &str,
     id: PollId,
     poll: &LongPoll,
     result: &Result<Response, Failure>,
 ) {
-    let Some(i) = pending.iter().position(|p| p.waiting.contains(&id)) else {
+    let Some(i) = pending
+        .iter()
+        .position(|p| p.cmd.device == device && p.waiting.contains(&id))
+    else {
         return;
     };
     let p = &mut pending[i];
@@ -523,6 +599,51 @@ mod tests {
     fn marked_bytes_are_left_out() {
         assert_eq!(unmarked(&[1, 2, 3, 4], &[0, 2]), [2, 4]);
         assert_eq!(unmarked(&[1, 2], &[]), [1, 2]);
+    }
+
+    #[test]
+    fn a_finished_poll_settles_only_its_own_egms_command() {
+        let (tx1, mut rx1) = tokio::sync::oneshot::channel();
+        let (tx2, mut rx2) = tokio::sync::oneshot::channel();
+        let cmd = |device: &str, reply| DeviceCommand {
+            id: 1,
+            device: device.into(),
+            action: "lock".into(),
+            args: Vec::new(),
+            reply,
+        };
+        // Both EGMs' links numbered their lock poll 0.
+        let mut pending = vec![
+            Pending {
+                cmd: cmd("egm-1", tx1),
+                waiting: vec![PollId(0)],
+                results: Vec::new(),
+                failed: None,
+            },
+            Pending {
+                cmd: cmd("egm-2", tx2),
+                waiting: vec![PollId(0)],
+                results: Vec::new(),
+                failed: None,
+            },
+        ];
+        settle(
+            &mut pending,
+            "egm-2",
+            PollId(0),
+            &LongPoll::Shutdown,
+            &Ok(Response::Ack),
+        );
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].cmd.device, "egm-1");
+        assert!(rx1.try_recv().is_err(), "egm-1's command is still waiting");
+        assert!(matches!(
+            rx2.try_recv(),
+            Ok(CommandOutcome {
+                status: crate::store::CommandStatus::Done,
+                ..
+            })
+        ));
     }
 
     #[test]
