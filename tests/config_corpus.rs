@@ -152,13 +152,15 @@ fn shipped_default_and_examples_parse() {
         Ok(default.clone())
     );
     assert!(
-        default.generators.is_empty(),
+        default.generators.is_empty() && default.sas.is_empty(),
         "the shipped default has no devices"
     );
 
     let casino = load(Path::new("config/examples/casino-floor.toml")).expect("casino example");
     assert_eq!(casino.agent.id, "casino-floor-01");
-    assert_eq!(casino.generators.len(), 3);
+    assert_eq!(casino.sas.len(), 2);
+    assert_eq!(casino.sas.iter().map(|l| l.egms.len()).sum::<usize>(), 5);
+    assert!(casino.generators.is_empty());
     let tv = load(Path::new("config/examples/tv-wall.toml")).expect("tv example");
     assert_eq!(tv.agent.id, "tv-wall-01");
     assert_eq!(tv.generators.len(), 3);
