@@ -24,13 +24,15 @@ use sitelink::clock::Stamp;
 use sitelink::config::Quotas;
 use sitelink::generator::payload;
 use sitelink::store::{Class, NewRecord, Policy, Store, StoreHandle, StoreOptions};
-use std::fmt::Write as _;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
+
+mod common;
+use common::{Row, bench_root, int, knob, print_table, row, target_dir};
 
 /// Payload bytes of every record.
 const RECORD_BYTES: usize = 200;
@@ -43,32 +45,6 @@ const OUTBOX_BATCH: usize = 1000;
 /// The goals.
 const GOAL_RECORDS_PER_S: f64 = 50_000.0;
 const GOAL_RSS_MIB: f64 = 10.0;
-
-fn knob(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a whole number")),
-        Err(_) => default,
-    }
-}
-
-/// `target/` of the build that made this bench (`target/release/deps/ingest-…`).
-fn target_dir() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    Some(exe.parent()?.parent()?.parent()?.to_path_buf())
-}
-
-fn bench_root() -> PathBuf {
-    if let Ok(d) = std::env::var("BENCH_DIR") {
-        return PathBuf::from(d);
-    }
-    match target_dir() {
-        Some(t) => t.join("bench-tmp"),
-        None => PathBuf::from("/var/tmp"),
-    }
-}
 
 /// The file-system type holding `path`, from statfs(2).
 fn fs_type(path: &Path) -> String {
@@ -488,88 +464,6 @@ fn idle_rss(root: &Path, bin: &Path) -> Result<Idle, String> {
     })
 }
 
-struct Row {
-    id: &'static str,
-    name: String,
-    value: String,
-    unit: &'static str,
-    note: String,
-}
-
-fn row(
-    id: &'static str,
-    name: impl Into<String>,
-    value: String,
-    unit: &'static str,
-    note: String,
-) -> Row {
-    Row {
-        id,
-        name: name.into(),
-        value,
-        unit,
-        note,
-    }
-}
-
-fn print_table(rows: &[Row]) {
-    let head = ["#", "benchmark", "value", "unit", "goal / ratio"];
-    let cells: Vec<[&str; 5]> = rows
-        .iter()
-        .map(|r| [r.id, &r.name, &r.value, r.unit, &r.note])
-        .collect();
-    let mut w = head.map(str::len);
-    for c in &cells {
-        for (i, s) in c.iter().enumerate() {
-            w[i] = w[i].max(s.chars().count());
-        }
-    }
-    let line = |c: [&str; 5]| {
-        let mut s = String::from("|");
-        for (i, x) in c.iter().enumerate() {
-            let pad = w[i] - x.chars().count();
-            // Numbers right-aligned, text left-aligned.
-            if i == 2 {
-                let _ = write!(s, " {}{x} |", " ".repeat(pad));
-            } else {
-                let _ = write!(s, " {x}{} |", " ".repeat(pad));
-            }
-        }
-        s
-    };
-    println!("{}", line(head));
-    println!("{}", separator(&w));
-    for c in cells {
-        println!("{}", line(c));
-    }
-}
-
-/// `|---|---|--:|` with the value column marked right-aligned.
-fn separator(w: &[usize; 5]) -> String {
-    let mut s = String::from("|");
-    for (i, n) in w.iter().enumerate() {
-        if i == 2 {
-            let _ = write!(s, "{}:|", "-".repeat(n + 1));
-        } else {
-            let _ = write!(s, "{}|", "-".repeat(n + 2));
-        }
-    }
-    s
-}
-
-fn int(x: f64) -> String {
-    let n = x.round() as u64;
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(' ');
-        }
-        out.push(ch);
-    }
-    out
-}
-
 fn latency_row(i: &Ingest) -> Row {
     row(
         "",
@@ -769,5 +663,5 @@ fn main() {
     }
 
     println!();
-    print_table(&rows);
+    print_table(&rows, "goal / ratio");
 }

@@ -45,33 +45,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{bench_root, int, knob, print_table, row};
+
 /// The smallest `poll_interval_ms` the config accepts.
 const POLL_INTERVAL: Duration = Duration::from_millis(40);
 /// The goal for the p99 from raise to commit: 50 ms plus the poll interval.
 const GOAL_P99: Duration = Duration::from_millis(50 + 40);
-
-fn knob(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a whole number")),
-        Err(_) => default,
-    }
-}
-
-fn bench_root() -> PathBuf {
-    if let Ok(d) = std::env::var("BENCH_DIR") {
-        return PathBuf::from(d);
-    }
-    let target = std::env::current_exe()
-        .ok()
-        .and_then(|e| Some(e.parent()?.parent()?.parent()?.to_path_buf()));
-    match target {
-        Some(t) => t.join("bench-tmp"),
-        None => PathBuf::from("/var/tmp"),
-    }
-}
 
 fn egms(n: u8, game_rate: f64) -> Vec<EgmConfig> {
     (1..=n)
@@ -454,82 +434,6 @@ fn over_pty(root: &Path, n: u8, game_rate: f64, window: Duration, warmup: Durati
     r
 }
 
-struct Row {
-    id: &'static str,
-    name: String,
-    value: String,
-    unit: &'static str,
-    note: String,
-}
-
-fn row(
-    id: &'static str,
-    name: impl Into<String>,
-    value: String,
-    unit: &'static str,
-    note: String,
-) -> Row {
-    Row {
-        id,
-        name: name.into(),
-        value,
-        unit,
-        note,
-    }
-}
-
-fn print_table(rows: &[Row]) {
-    let head = ["#", "benchmark", "value", "unit", "goal / note"];
-    let cells: Vec<[&str; 5]> = rows
-        .iter()
-        .map(|r| [r.id, &r.name, &r.value, r.unit, &r.note])
-        .collect();
-    let mut w = head.map(str::len);
-    for c in &cells {
-        for (i, s) in c.iter().enumerate() {
-            w[i] = w[i].max(s.chars().count());
-        }
-    }
-    let line = |c: [&str; 5]| {
-        let mut s = String::from("|");
-        for (i, x) in c.iter().enumerate() {
-            let pad = w[i] - x.chars().count();
-            if i == 2 {
-                let _ = write!(s, " {}{x} |", " ".repeat(pad));
-            } else {
-                let _ = write!(s, " {x}{} |", " ".repeat(pad));
-            }
-        }
-        s
-    };
-    println!("{}", line(head));
-    let mut sep = String::from("|");
-    for (i, n) in w.iter().enumerate() {
-        if i == 2 {
-            let _ = write!(sep, "{}:|", "-".repeat(n + 1));
-        } else {
-            let _ = write!(sep, "{}|", "-".repeat(n + 2));
-        }
-    }
-    println!("{sep}");
-    for c in cells {
-        println!("{}", line(c));
-    }
-}
-
-fn int(x: f64) -> String {
-    let n = x.round() as u64;
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(' ');
-        }
-        out.push(ch);
-    }
-    out
-}
-
 fn us_per(d: Duration, n: u64) -> f64 {
     if n == 0 {
         return f64::NAN;
@@ -682,5 +586,5 @@ fn main() {
         ));
     }
     println!();
-    print_table(&rows);
+    print_table(&rows, "goal / note");
 }
