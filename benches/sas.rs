@@ -460,7 +460,7 @@ fn main() {
         "  machine: {cores} cores; the agent on a 2-worker tokio runtime, as the binary runs it"
     );
     println!(
-        "  line:    simulated EGMs (sim::egm model, no faults, {game_rate} games/s each, 2+ exceptions per game),"
+        "  line:    simulated EGMs (sim::egm model, no faults, {game_rate} games/s each in 1a-2b, 0.25 in 2c, 2+ exceptions per game),"
     );
     println!(
         "           poll_interval_ms = {} (the config's minimum), other [[sas]] and [store] keys at their defaults",
@@ -500,18 +500,24 @@ fn main() {
             "host link + EGM model together, no I/O, no store".into(),
         ));
     }
-    for (id, n) in [("2a", 1u8), ("2b", 4)] {
+    // 2a, 2b: the heavy load above; 2c: a floor's pace, a game every 4 s per
+    // machine, where the goal is meant to hold.
+    for (id, n, games) in [
+        ("2a", 1u8, game_rate),
+        ("2b", 4, game_rate),
+        ("2c", 8, 0.25),
+    ] {
         eprintln!(
-            "{id}  agent over a PTY, {n} EGM(s), {} s...",
+            "{id}  agent over a PTY, {n} EGM(s), {games} games/s each, {} s...",
             window.as_secs()
         );
-        let p = over_pty(&root, n, game_rate, window, warmup);
+        let p = over_pty(&root, n, games, window, warmup);
         let ceiling = f64::from(n) * 1000.0 / POLL_INTERVAL.as_millis() as f64;
         let rate = p.polls as f64 / p.window.as_secs_f64();
         rows.push(row(
             id,
             format!(
-                "agent over a PTY, {n} EGM(s), poll_interval_ms {}",
+                "agent over a PTY, {n} EGM(s), {games} games/s, poll_interval_ms {}",
                 POLL_INTERVAL.as_millis()
             ),
             format!("{rate:.1}"),
