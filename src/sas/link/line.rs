@@ -185,11 +185,13 @@ impl Worker {
                 return;
             }
             let ready = |fd: &libc::pollfd| fd.revents != 0;
-            if fds.first().is_some_and(ready) && !self.take_commands() {
-                return; // The handle is gone.
-            }
+            // Read before sending: bytes that came before a poll must carry a
+            // time before it, so the poller can tell them from its reply.
             if fds.get(1).is_some_and(ready) {
                 self.read();
+            }
+            if fds.first().is_some_and(ready) && !self.take_commands() {
+                return; // The handle is gone.
             }
             self.timers(Instant::now());
             if self.events.is_closed() {
