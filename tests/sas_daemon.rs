@@ -815,13 +815,22 @@ fn two_lines_six_egms_every_exception_once_in_order_and_the_meters_match() {
 }
 
 #[test]
-fn with_lost_and_corrupt_replies_every_exception_is_still_stored_once_in_order() {
+fn with_lost_late_and_corrupt_replies_every_exception_is_still_stored_once_in_order() {
     let Run {
         all,
         journals,
         egms,
         states,
-    } = two_line_run(&["--no-reply", "10", "--corrupt", "5"]);
+    } = two_line_run(&[
+        "--no-reply",
+        "10",
+        "--corrupt",
+        "5",
+        "--slow",
+        "5",
+        "--slow-ms",
+        "60",
+    ]);
     check_run(&all, &journals, &egms, true);
     let mut bad_replies = 0;
     let mut corrupt = 0;
