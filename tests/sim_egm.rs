@@ -585,6 +585,54 @@ fn sigusr1_unplugs_and_replugs_silently() {
 }
 
 #[test]
+fn scheduled_unplugs_come_and_go_by_themselves() {
+    let sim = Sim::start(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--address",
+        "3",
+        "--game-rate",
+        "0",
+        "--unplug-every",
+        "3",
+        // Long enough for the host's five failed polls (tried twice each).
+        "--unplug-for",
+        "1.5",
+    ]);
+    let addr = sim.ready.strip_prefix("ready tcp ").unwrap().to_string();
+    let mut host = Host::new(Box::new(TcpStream::connect(&addr).unwrap()), &[3]);
+    let down = |h: &Host| matches!(h.links[0].state(), LinkState::Down(_));
+    // Two rounds: up, down on schedule, up again on schedule, no signal sent.
+    for round in 0..2 {
+        assert!(
+            host.run(Duration::from_secs(10), all_up),
+            "round {round}: link up"
+        );
+        assert!(
+            host.run(Duration::from_secs(10), down),
+            "round {round}: link down"
+        );
+    }
+    assert!(
+        host.run(Duration::from_secs(10), all_up),
+        "link up at the end"
+    );
+    let journal = sim.stop();
+    let unplugs: Vec<bool> = journal
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Unplug { unplugged, .. } => Some(*unplugged),
+            _ => None,
+        })
+        .collect();
+    assert!(unplugs.len() >= 4, "{unplugs:?}");
+    assert!(
+        unplugs.chunks(2).all(|c| c[0]),
+        "unplug then replug, in turn: {unplugs:?}"
+    );
+}
+
+#[test]
 fn device_unplug_takes_the_pty_away_and_brings_it_back() {
     let sim = Sim::start(&[
         "--pty",
