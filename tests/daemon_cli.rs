@@ -432,3 +432,30 @@ fn a_corrupt_database_is_quarantined_and_status_shows_it() {
         .collect();
     assert_eq!(kept.len(), 1, "the broken file is kept, never deleted");
 }
+
+#[test]
+fn a_command_for_a_machine_whose_port_is_missing_fails_at_once_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sitelink.toml");
+    let port = dir.path().join("no-such-adapter");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[agent]\ndata_dir = \"{}\"\n[[sas]]\nname = \"line-1\"\nport = \"{}\"\n[[sas.egm]]\naddress = 1\nname = \"egm-1\"\n",
+            dir.path().join("data").display(),
+            port.display()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&cfg, &[]);
+    d.wait_for_log("SAS port lost", Duration::from_secs(10));
+    let out = d.cli(&["command", "egm-1", "lock"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("not sent to egm-1") && err.contains(&port.display().to_string()),
+        "{err}"
+    );
+    let (status, _) = d.stop();
+    assert!(status.success());
+}

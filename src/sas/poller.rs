@@ -219,6 +219,8 @@ pub async fn run(cfg: SasLineConfig, remembered: Remembered, mut ctx: TaskContex
     let mut pending: Vec<Pending> = Vec::new();
     // When the last byte came in, whatever it was.
     let mut last_rx: Option<Instant> = None;
+    // Why the port is down, while it is.
+    let mut port_down: Option<String> = None;
     // The last exchange failed (or bytes came unasked): wait for quiet first.
     let mut unsettled = false;
     tracing::info!(device = %cfg.name, port = %cfg.port, egms = egms.len(), "SAS line started");
@@ -249,7 +251,15 @@ pub async fn run(cfg: SasLineConfig, remembered: Remembered, mut ctx: TaskContex
         // the way; after a clean one the next poll goes at once.
         if due.is_some()
             && unsettled
-            && !quiet(&mut line, &mut last_rx, cfg.inter_byte, &cfg, &mut records).await
+            && !quiet(
+                &mut line,
+                &mut last_rx,
+                cfg.inter_byte,
+                &cfg,
+                &mut records,
+                &mut port_down,
+            )
+            .await
         {
             return;
         }
@@ -290,7 +300,7 @@ pub async fn run(cfg: SasLineConfig, remembered: Remembered, mut ctx: TaskContex
                             last_rx = Some(chunk.at);
                             egms[i].link.handle_bytes(chunk.at, &unmarked(&chunk.bytes, &chunk.wakeup));
                         }
-                        Some(other) => records.extend(port_event(&cfg, other)),
+                        Some(other) => records.extend(port_event(&cfg, other, &mut port_down)),
                         None => return,
                     },
                     _ = tokio::time::sleep_until(deadline) => egms[i].link.handle_timeout(Instant::now()),
@@ -309,7 +319,7 @@ pub async fn run(cfg: SasLineConfig, remembered: Remembered, mut ctx: TaskContex
             tokio::select! {
                 _ = ctx.shutdown.changed() => break,
                 cmd = ctx.commands.recv() => match cmd {
-                    Some(cmd) => command(&mut egms, &mut pending, cmd),
+                    Some(cmd) => command(&mut egms, &mut pending, cmd, port_down.as_deref()),
                     None => break,
                 },
                 event = line.next_event() => match event {
@@ -319,14 +329,14 @@ pub async fn run(cfg: SasLineConfig, remembered: Remembered, mut ctx: TaskContex
                         unsettled = true;
                         tracing::debug!(device = %cfg.name, bytes = chunk.bytes.len(), "bytes with no poll out (a chirp or noise)");
                     }
-                    Some(other) => records.extend(port_event(&cfg, other)),
+                    Some(other) => records.extend(port_event(&cfg, other, &mut port_down)),
                     None => return,
                 },
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
             }
         }
         while let Ok(cmd) = ctx.commands.try_recv() {
-            command(&mut egms, &mut pending, cmd);
+            command(&mut egms, &mut pending, cmd, port_down.as_deref());
         }
         for e in &mut egms {
             while let Some(event) = e.link.poll_event() {
@@ -379,6 +389,7 @@ async fn quiet(
     gap: Duration,
     cfg: &SasLineConfig,
     records: &mut Vec<NewRecord>,
+    port_down: &mut Option<String>,
 ) -> bool {
     let give_up = tokio::time::Instant::now() + gap * 10;
     loop {
@@ -394,7 +405,7 @@ async fn quiet(
                     *last_rx = Some(chunk.at);
                     tracing::debug!(device = %cfg.name, bytes = chunk.bytes.len(), "bytes between exchanges (a late reply, a chirp or noise) left out");
                 }
-                Some(other) => records.extend(port_event(cfg, other)),
+                Some(other) => records.extend(port_event(cfg, other, port_down)),
                 None => return false,
             },
             _ = tokio::time::sleep_until(until) => return true,
@@ -412,9 +423,15 @@ fn unmarked(bytes: &[u8], wakeup: &[usize]) -> Vec<u8> {
         .collect()
 }
 
-fn port_event(cfg: &SasLineConfig, event: LineEvent) -> Option<NewRecord> {
+/// Records a port event and keeps `port_down` (why the port is down) in step.
+fn port_event(
+    cfg: &SasLineConfig,
+    event: LineEvent,
+    port_down: &mut Option<String>,
+) -> Option<NewRecord> {
     let (kind, payload) = match event {
         LineEvent::Up { kind } => {
+            *port_down = None;
             tracing::info!(device = %cfg.name, port = %cfg.port, ?kind, "SAS port open");
             (
                 "port.up",
@@ -422,6 +439,7 @@ fn port_event(cfg: &SasLineConfig, event: LineEvent) -> Option<NewRecord> {
             )
         }
         LineEvent::Down(e) => {
+            *port_down = Some(e.to_string());
             tracing::error!(device = %cfg.name, port = %cfg.port, error = %e, "SAS port lost; reopening it");
             (
                 "port.down",
@@ -555,7 +573,20 @@ fn settle(
     }
 }
 
-fn command(egms: &mut [Egm], pending: &mut Vec<Pending>, cmd: DeviceCommand) {
+fn command(
+    egms: &mut [Egm],
+    pending: &mut Vec<Pending>,
+    cmd: DeviceCommand,
+    port_down: Option<&str>,
+) {
+    // Said at once: waiting for the link to time out would only hide the cause.
+    if let Some(why) = port_down {
+        let _ = cmd.reply.send(CommandOutcome::failed(format!(
+            "not sent to {}: {why}; it can be sent again once the port is back",
+            cmd.device
+        )));
+        return;
+    }
     let Some(e) = egms.iter_mut().find(|e| e.cfg.name == cmd.device) else {
         let _ = cmd.reply.send(CommandOutcome::rejected(format!(
             "{} is not on this SAS line",
