@@ -1,7 +1,7 @@
 //! `[[generator]]`: a synthetic device producing records at a fixed rate.
 
 use super::GeneratorConfig;
-use super::names::{DeviceNames, check_name};
+use super::names::{DeviceNames, device_name};
 use super::reader::{Int, SectionReader, closest};
 use crate::store::Class;
 use toml::Spanned;
@@ -13,11 +13,7 @@ pub(super) fn read(
     r: &mut SectionReader<'_, '_>,
     devices: &mut DeviceNames,
 ) -> Option<GeneratorConfig> {
-    let name = r.required::<String>("name", "name = \"gen-1\"");
-    if let Some(name) = &name {
-        check_name(r, "name", name, "gen-1");
-        devices.register(r, name);
-    }
+    let name = device_name(r, devices, "gen-1");
     let class = r
         .required::<String>("class", "class = \"event\"")
         .and_then(|class| read_class(r, class));

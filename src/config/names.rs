@@ -42,6 +42,19 @@ pub(super) fn check_name(
     }
 }
 
+/// Reads a device section's required `name`: checks its spelling and that
+/// no other device has it.
+pub(super) fn device_name(
+    r: &mut SectionReader<'_, '_>,
+    devices: &mut DeviceNames,
+    example: &str,
+) -> Option<Spanned<String>> {
+    let name = r.required::<String>("name", &format!("name = \"{example}\""))?;
+    check_name(r, "name", &name, example);
+    devices.register(r, &name);
+    Some(name)
+}
+
 /// Device names seen so far and where each was defined.
 #[derive(Default)]
 pub(super) struct DeviceNames {

@@ -187,18 +187,29 @@ impl<'a, 'i> SectionReader<'a, 'i> {
         self.convert(key, value, &T::example(key))
     }
 
+    /// The key's value; a missing key is reported, with `example` showing
+    /// how to add it.
+    fn lookup_required(
+        &mut self,
+        key: &'static str,
+        example: &str,
+    ) -> Option<&'a Spanned<DeValue<'i>>> {
+        let value = self.lookup(key, Shape::Key);
+        if value.is_none() {
+            let message = format!("missing required key `{key}` in {}", self.name());
+            let hint = format!("add a line such as `{example}` to this section");
+            self.diags.error(self.span.clone(), message, hint);
+        }
+        value
+    }
+
     /// Like `optional`, but a missing key is an error; `example` shows how to add it.
     pub(super) fn required<T: Expect>(
         &mut self,
         key: &'static str,
         example: &str,
     ) -> Option<Spanned<T>> {
-        let Some(value) = self.lookup(key, Shape::Key) else {
-            let message = format!("missing required key `{key}` in {}", self.name());
-            let hint = format!("add a line such as `{example}` to this section");
-            self.diags.error(self.span.clone(), message, hint);
-            return None;
-        };
+        let value = self.lookup_required(key, example)?;
         self.convert(key, value, example)
     }
 
@@ -252,12 +263,7 @@ impl<'a, 'i> SectionReader<'a, 'i> {
         unit: &'static str,
         example: &str,
     ) -> Option<Spanned<T>> {
-        let Some(value) = self.lookup(key, Shape::Key) else {
-            let message = format!("missing required key `{key}` in {}", self.name());
-            let hint = format!("add a line such as `{example}` to this section");
-            self.diags.error(self.span.clone(), message, hint);
-            return None;
-        };
+        let value = self.lookup_required(key, example)?;
         let hint = format!("write it like this: `{example}`");
         let v = self.whole(key, value, range, unit, example, hint)?;
         Some(Spanned::new(value.span(), v))

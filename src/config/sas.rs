@@ -1,6 +1,6 @@
 //! `[[sas]]` (one serial line) and its `[[sas.egm]]` (one gaming machine on it).
 
-use super::names::{DeviceNames, check_name};
+use super::names::{DeviceNames, device_name};
 use super::reader::{Int, SectionReader};
 use super::{EgmConfig, SasLineConfig};
 use std::collections::HashMap;
@@ -19,11 +19,7 @@ pub(super) fn read(
     devices: &mut DeviceNames,
     ports: &mut Ports,
 ) -> Option<SasLineConfig> {
-    let name = r.required::<String>("name", "name = \"line-1\"");
-    if let Some(name) = &name {
-        check_name(r, "name", name, "line-1");
-        devices.register(r, name);
-    }
+    let name = device_name(r, devices, "line-1");
     let port = r
         .required::<String>(
             "port",
@@ -42,15 +38,7 @@ pub(super) fn read(
     let poll_interval_ms: u64 = r.int("poll_interval_ms", ms(200, 40, 10_000));
     let reply_timeout_ms: u64 = r.int("reply_timeout_ms", ms(50, 10, 1000));
     let inter_byte_ms: u64 = r.int("inter_byte_ms", ms(20, 5, 200));
-    let meters_s: u64 = r.int(
-        "meters_s",
-        Int {
-            min: 1,
-            max: 86_400,
-            unit: "s",
-            default: 60,
-        },
-    );
+    let meters_s = read_meters_s(r, 60);
     let mut addresses: HashMap<u8, Range<usize>> = HashMap::new();
     if !r.has("egm") {
         let message = format!(
@@ -95,25 +83,26 @@ fn read_egm(
             addresses.insert(*a.get_ref(), a.span());
         }
     }
-    let name = r.required::<String>("name", "name = \"egm-1\"");
-    if let Some(name) = &name {
-        check_name(r, "name", name, "egm-1");
-        devices.register(r, name);
-    }
-    let meters_s: u64 = r.int(
-        "meters_s",
-        Int {
-            min: 1,
-            max: 86_400,
-            unit: "s",
-            default: line_meters_s,
-        },
-    );
+    let name = device_name(r, devices, "egm-1");
+    let meters_s = read_meters_s(r, line_meters_s);
     Some(EgmConfig {
         address: address?.into_inner(),
         name: name?.into_inner(),
         meters_every: Duration::from_secs(meters_s),
     })
+}
+
+/// `meters_s`, on a line (default 60) or a machine (default: its line's).
+fn read_meters_s(r: &mut SectionReader<'_, '_>, default: u64) -> u64 {
+    r.int(
+        "meters_s",
+        Int {
+            min: 1,
+            max: 86_400,
+            unit: "s",
+            default,
+        },
+    )
 }
 
 /// A port is an absolute device path or `tcp://HOST:PORT`, used by one line only.
