@@ -652,6 +652,16 @@ fn check_run(all: &[Value], journals: &[Vec<Entry>], egms: &[Egm], locked: bool)
     }
 }
 
+/// Writes the config for these lines and machines, starts the daemon and
+/// waits until every machine's link is up. Returns it and its config file.
+fn start_daemon(dir: &Path, ports: &[String], egms: &[Egm]) -> (Daemon, PathBuf) {
+    let cfg = dir.join("sitelink.toml");
+    std::fs::write(&cfg, config(dir, ports, egms)).expect("write config");
+    let d = Daemon::start(&cfg);
+    wait_all_up(&d, egms);
+    (d, cfg)
+}
+
 /// Waits until every EGM has a `link.up` record.
 fn wait_all_up(d: &Daemon, egms: &[Egm]) {
     d.wait_until("every EGM's link up", Duration::from_secs(20), || {
@@ -696,14 +706,7 @@ fn two_line_run(faults: &[&str]) -> Run {
             address,
         })
         .collect();
-    let cfg = dir.path().join("sitelink.toml");
-    std::fs::write(
-        &cfg,
-        config(dir.path(), &[pty.port.clone(), tcp.port.clone()], &egms),
-    )
-    .expect("write config");
-    let d = Daemon::start(&cfg);
-    wait_all_up(&d, &egms);
+    let (d, cfg) = start_daemon(dir.path(), &[pty.port.clone(), tcp.port.clone()], &egms);
     std::thread::sleep(Duration::from_secs(6));
 
     // Lock play and read the meters once more: the last readings are then
@@ -877,14 +880,7 @@ fn unplugged_for_5_s_polling_resumes_by_itself_and_the_gap_is_recorded() {
             address,
         })
         .collect();
-    let cfg = dir.path().join("sitelink.toml");
-    std::fs::write(
-        &cfg,
-        config(dir.path(), &[pty.port.clone(), tcp.port.clone()], &egms),
-    )
-    .expect("write config");
-    let d = Daemon::start(&cfg);
-    wait_all_up(&d, &egms);
+    let (d, cfg) = start_daemon(dir.path(), &[pty.port.clone(), tcp.port.clone()], &egms);
     std::thread::sleep(Duration::from_secs(2));
 
     pty.proc.signal(libc::SIGUSR1);

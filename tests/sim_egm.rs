@@ -480,6 +480,17 @@ fn two_egms_on_a_pty_match_the_journal() {
 }
 
 /// Counts the journal's faults of one kind.
+/// The journal's unplug (true) and replug (false) entries, in order.
+fn unplugs(journal: &[Entry]) -> Vec<bool> {
+    journal
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Unplug { unplugged, .. } => Some(*unplugged),
+            _ => None,
+        })
+        .collect()
+}
+
 fn faults(journal: &[Entry], kind: FaultKind) -> u64 {
     journal
         .iter()
@@ -574,13 +585,7 @@ fn sigusr1_unplugs_and_replugs_silently() {
     sim.signal(libc::SIGUSR1);
     assert!(host.run(Duration::from_secs(10), all_up), "link up again");
     let journal = sim.stop();
-    let unplugs: Vec<bool> = journal
-        .iter()
-        .filter_map(|e| match e {
-            Entry::Unplug { unplugged, .. } => Some(*unplugged),
-            _ => None,
-        })
-        .collect();
+    let unplugs = unplugs(&journal);
     assert_eq!(unplugs, [true, false]);
 }
 
@@ -618,13 +623,7 @@ fn scheduled_unplugs_come_and_go_by_themselves() {
         "link up at the end"
     );
     let journal = sim.stop();
-    let unplugs: Vec<bool> = journal
-        .iter()
-        .filter_map(|e| match e {
-            Entry::Unplug { unplugged, .. } => Some(*unplugged),
-            _ => None,
-        })
-        .collect();
+    let unplugs = unplugs(&journal);
     assert!(unplugs.len() >= 4, "{unplugs:?}");
     assert!(
         unplugs.chunks(2).all(|c| c[0]),
