@@ -123,6 +123,12 @@ pub struct SimEgmArgs {
     /// Exceptions an EGM queues before the oldest is lost (spec minimum 20).
     #[arg(long, value_name = "N", default_value_t = crate::sim::egm::queue::DEFAULT_CAPACITY)]
     pub queue: usize,
+    /// Chance per game of a jackpot that locks up as a handpay (0 to 1).
+    #[arg(long, value_name = "P", default_value_t = 0.002)]
+    pub jackpot_chance: f64,
+    /// Announce 200 ms polling in LP A0 instead of 40 ms, as older EGMs do.
+    #[arg(long)]
+    pub slow_polling: bool,
     /// Write what the simulator generated here, as JSON lines.
     #[arg(long, value_name = "PATH")]
     pub journal: Option<PathBuf>,

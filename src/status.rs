@@ -118,12 +118,13 @@ fn device_state(state: &serde_json::Value) -> Option<String> {
     };
     if let Some(link) = state.get("link").and_then(serde_json::Value::as_str) {
         let mut line = format!(
-            "SAS {} address {}: link {link}, {} polls, {} without reply, {} unreadable, {} retries",
+            "SAS {} address {}: link {link}, polled every {} ms, {} polls, {} without reply, {} unreadable, {} retries",
             state
                 .get("port")
                 .and_then(serde_json::Value::as_str)
                 .unwrap_or("?"),
             n("address"),
+            n("poll_interval_ms"),
             n("polls"),
             n("no_reply"),
             n("bad_replies"),

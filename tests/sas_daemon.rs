@@ -1046,3 +1046,84 @@ fn the_checks_catch_missing_duplicated_invented_and_reordered() {
     assert!(fails(&[read(5, 2)]), "no such moment");
     assert!(fails(&[read(9, 2), read(5, 1)]), "back in time");
 }
+
+/// Exception 51 makes the poller read LP 1B, and each handpay the simulator
+/// locked up on is stored as a `handpay` event with its amount. An EGM whose
+/// LP A0 does not allow 40 ms polling is polled every 200 ms although the
+/// line asks for 40, and the log says why.
+#[test]
+fn handpays_are_read_with_1b_and_a0_decides_the_polling_rate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pty = Sim::start(
+        dir.path(),
+        "line-1",
+        Wire::Pty(dir.path().join("line-1")),
+        &[1],
+        &["--game-rate", "5", "--seed", "5", "--jackpot-chance", "0.5"],
+    );
+    let slow = Sim::start(
+        dir.path(),
+        "line-2",
+        Wire::Tcp,
+        &[2],
+        &["--game-rate", "1", "--slow-polling"],
+    );
+    let egms = [
+        Egm {
+            name: "egm-1".into(),
+            line: 0,
+            address: 1,
+        },
+        Egm {
+            name: "egm-2".into(),
+            line: 1,
+            address: 2,
+        },
+    ];
+    let (d, cfg) = start_daemon(dir.path(), &[pty.port.clone(), slow.port.clone()], &egms);
+    d.wait_until("a handpay is stored", Duration::from_secs(30), || {
+        !records(&cfg, Some("handpay")).is_empty()
+    });
+    d.wait_until(
+        "egm-2 is polled every 200 ms",
+        Duration::from_secs(10),
+        || {
+            let out = d.cli(&["status"]);
+            text(&out.stdout).contains("address 2: link up, polled every 200 ms")
+        },
+    );
+    let status = text(&d.cli(&["status"]).stdout);
+    assert!(
+        status.contains("address 1: link up, polled every 40 ms"),
+        "{status}"
+    );
+    assert!(
+        d.log_has("does not allow 40 ms polling"),
+        "{}",
+        d.troubles()
+    );
+    d.stop();
+    let journal = pty.stop();
+    slow.stop();
+    let handpays = records(&cfg, Some("handpay"));
+    let j = Journaled::of(&journal, 1);
+    let wins: Vec<u64> = journal
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Game {
+                handpay: true, win, ..
+            } => Some(*win),
+            _ => None,
+        })
+        .collect();
+    // One 1B read per 51 the daemon received, each during its lockup.
+    let received_51 = j.acked_codes().iter().filter(|&&c| c == 0x51).count();
+    assert_eq!(handpays.len(), received_51, "{handpays:?}");
+    for (h, win) in handpays.iter().zip(&wins) {
+        let p = &h["payload"];
+        assert_eq!(h["class"], "event");
+        assert_eq!(p["amount"].as_u64(), Some(*win), "{p}");
+        assert_eq!(p["kind"], "non-progressive win", "{p}");
+        assert_eq!(p["unit"], "credits", "{p}");
+    }
+}

@@ -8,9 +8,9 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use sitelink::sas::proto::{
-    Ascii, Check, DateTime, Event, EventData, ExceptionCode, Expect, ExtendedMeter, LastBill, Link,
-    LinkConfig, LongPoll, MachineInfo, Meter, MeterCode, MeterPoll, Parsed, Poll, PollDecoder,
-    Reply, Response, ResponseParser, SasVersion, meter_delta, response,
+    Ascii, Check, DateTime, Event, EventData, ExceptionCode, Expect, ExtendedMeter, Features,
+    HandpayInfo, LastBill, Link, LinkConfig, LongPoll, MachineInfo, Meter, MeterCode, MeterPoll,
+    Parsed, Poll, PollDecoder, Reply, Response, ResponseParser, SasVersion, meter_delta, response,
 };
 
 fn bcd_value(width: usize) -> BoxedStrategy<u64> {
@@ -70,6 +70,8 @@ fn long_poll() -> impl Strategy<Value = LongPoll> {
         }),
         Just(LongPoll::ReadDateTime),
         date_time().prop_map(LongPoll::SetDateTime),
+        Just(LongPoll::HandpayInfo),
+        game().prop_map(|game| LongPoll::EnabledFeatures { game }),
     ]
 }
 
@@ -184,6 +186,34 @@ fn reply() -> impl Strategy<Value = Reply> {
             }
         ),
         date_time().prop_map(Reply::DateTime),
+        (
+            any::<(u8, u8, u8)>(),
+            bcd_value(5),
+            bcd_value(2),
+            bcd_value(5),
+            bcd_value(5)
+        )
+            .prop_map(
+                |(
+                    (progressive_group, level, reset_id),
+                    amount,
+                    partial_pay,
+                    session_win,
+                    session_paid,
+                )| {
+                    Reply::Handpay(HandpayInfo {
+                        progressive_group,
+                        level,
+                        amount,
+                        partial_pay,
+                        reset_id,
+                        session_win,
+                        session_paid,
+                    })
+                }
+            ),
+        (game(), any::<[u8; 4]>())
+            .prop_map(|(game, bytes)| Reply::Features(Features { game, bytes })),
     ]
 }
 
@@ -509,10 +539,14 @@ proptest! {
                 link.handle_timeout(now);
             }
             if let Some(t) = link.poll_transmit(now) {
-                if let Some(prev) = last_sent_at {
-                    prop_assert!(now - prev >= config.poll_interval, "spacing");
+                // The spacing is between polls to this EGM; a global (the
+                // sync, the filler that acknowledges) is to every EGM.
+                if t.bytes != [0x80] {
+                    if let Some(prev) = last_sent_at {
+                        prop_assert!(now - prev >= config.poll_interval, "spacing");
+                    }
+                    last_sent_at = Some(now);
                 }
-                last_sent_at = Some(now);
                 if let Some((_, prev, _)) = sent.last() {
                     let global = t.bytes == [0x80];
                     if *prev == t.bytes && !global {

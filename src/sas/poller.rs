@@ -12,8 +12,8 @@ use crate::config::{EgmConfig, SasLineConfig};
 use crate::daemon::task::{DeviceCommand, TaskContext};
 use crate::sas::link::{Line, LineEvent, LinkTiming};
 use crate::sas::proto::{
-    ExceptionClass, Failure, Link, LinkConfig, LinkEvent, LinkState, LongPoll, Meter, MeterCode,
-    MeterPoll, PollId, Reply, Response, meter_delta,
+    ExceptionClass, ExceptionCode, Failure, Features, HandpayInfo, Link, LinkConfig, LinkEvent,
+    LinkState, LongPoll, Meter, MeterCode, MeterPoll, PollId, Reply, Response, meter_delta,
 };
 use crate::store::{Class, CommandOutcome, NewRecord};
 use serde_json::{Value, json};
@@ -29,6 +29,15 @@ const METER_ROUND: [MeterPoll; 3] = [
 /// How often an EGM's state (link, counters, meters) is written to the store
 /// when nothing else changed.
 const STATE_EVERY: Duration = Duration::from_secs(5);
+/// The spacing between polls to one EGM unless its LP A0 allows 40 ms (§4).
+const DEFAULT_SPACING: Duration = Duration::from_millis(200);
+/// Who the EGM is and what it can do: read at link-up and after exception 3C
+/// (operator changed options).
+const IDENTITY: [LongPoll; 3] = [
+    LongPoll::MachineInfo,
+    LongPoll::SasVersion,
+    LongPoll::EnabledFeatures { game: 0 },
+];
 
 /// What the line task knows of an EGM from earlier runs (its device state).
 pub type Remembered = HashMap<String, Value>;
@@ -44,6 +53,8 @@ struct Pending {
 struct Egm {
     cfg: EgmConfig,
     link: Link,
+    /// The line's `poll_interval_ms`; LP A0 decides whether it may be used.
+    configured_spacing: Duration,
     next_meters: Instant,
     /// Last value of each meter, to turn readings into deltas.
     meters: BTreeMap<u8, (u64, u32)>,
@@ -87,6 +98,7 @@ impl Egm {
             .unwrap_or_default();
         Some(Egm {
             cfg: cfg.clone(),
+            configured_spacing: link.poll_interval(),
             link,
             next_meters: now,
             meters,
@@ -115,11 +127,64 @@ impl Egm {
             "bad_replies": stats.bad_replies,
             "retries": stats.retries,
             "failed_polls": stats.failed_polls,
+            "poll_interval_ms": u64::try_from(self.link.poll_interval().as_millis()).unwrap_or(u64::MAX),
             "machine": self.info,
             "meters": self.meters.iter().map(|(code, (value, digits))| json!({
                 "code": code, "value": value, "digits": digits,
             })).collect::<Vec<_>>(),
         })
+    }
+
+    /// Applies what LP A0 said: below 200 ms only if the EGM allows 40 ms.
+    fn features(&mut self, f: &Features) {
+        let spacing = if f.fast_polling() {
+            self.configured_spacing
+        } else {
+            self.configured_spacing.max(DEFAULT_SPACING)
+        };
+        if spacing != self.configured_spacing {
+            tracing::warn!(
+                device = %self.cfg.name,
+                address = self.cfg.address,
+                configured_ms = self.configured_spacing.as_millis() as u64,
+                "the EGM does not allow 40 ms polling (LP A0); it is polled every 200 ms"
+            );
+        }
+        self.link.set_poll_interval(spacing);
+        self.info["fast_polling"] = json!(f.fast_polling());
+        self.info["extended_meters"] = json!(f.extended_meters());
+        self.dirty = true;
+    }
+
+    /// A 1B reply as a `handpay` event; all zeros is no handpay (§9).
+    fn handpay_record(&self, h: &HandpayInfo) -> Option<NewRecord> {
+        if h.is_none() {
+            return None;
+        }
+        let mut payload = json!({
+            "kind": h.kind(),
+            "level": h.level,
+            "progressive_group": h.progressive_group,
+            "amount": h.amount,
+            "unit": if h.amount_in_cents() { "cents" } else { "credits" },
+            "partial_pay_credits": h.partial_pay,
+            "reset_to_credit_meter": h.reset_id == 0x01,
+        });
+        // The session fields are only meaningful from SAS 6.03 on (§9).
+        let version = self.info["sas_version"]
+            .as_str()
+            .and_then(|v| v.parse::<u16>().ok());
+        if version.is_some_and(|v| v >= 603) {
+            payload["session_win"] = json!(h.session_win);
+            payload["session_paid"] = json!(h.session_paid);
+        }
+        tracing::info!(device = %self.cfg.name, amount = h.amount, kind = h.kind(), "handpay");
+        Some(NewRecord::new(
+            Class::Event,
+            &self.cfg.name,
+            "handpay",
+            payload.to_string(),
+        ))
     }
 
     /// The meter readings of a reply as one accounting record.
@@ -471,7 +536,7 @@ fn link_event(e: &mut Egm, event: LinkEvent, pending: &mut Vec<Pending>) -> Opti
             e.dirty = true;
             tracing::info!(device = %name, address = e.cfg.address, "EGM link up");
             // Who it is, once per link-up.
-            for poll in [LongPoll::MachineInfo, LongPoll::SasVersion] {
+            for poll in IDENTITY {
                 let _ = e.link.submit(poll);
             }
             e.next_meters = Instant::now();
@@ -486,6 +551,17 @@ fn link_event(e: &mut Egm, event: LinkEvent, pending: &mut Vec<Pending>) -> Opti
             )
         }
         LinkEvent::Exception(ev) => {
+            let follow_up: &[LongPoll] = match ev.code {
+                // "Read 1B now", not another handpay (§9).
+                ExceptionCode::HANDPAY_PENDING => &[LongPoll::HandpayInfo],
+                ExceptionCode::OPTIONS_CHANGED => &IDENTITY,
+                _ => &[],
+            };
+            for poll in follow_up {
+                if let Err(err) = e.link.submit(poll.clone()) {
+                    tracing::warn!(device = %name, error = %err, "follow-up poll not queued");
+                }
+            }
             let info = ev.code.info();
             event_record(
                 "exception",
@@ -513,6 +589,11 @@ fn link_event(e: &mut Egm, event: LinkEvent, pending: &mut Vec<Pending>) -> Opti
                     e.info["paytable"] = json!(m.paytable_id.to_string());
                     e.info["denomination"] = json!(m.denomination);
                     e.dirty = true;
+                    None
+                }
+                Ok(Response::Data(Reply::Handpay(h))) => e.handpay_record(h),
+                Ok(Response::Data(Reply::Features(f))) => {
+                    e.features(f);
                     None
                 }
                 Ok(Response::Data(Reply::SasVersion(v))) => {

@@ -27,18 +27,22 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::poll::{EncodeError, LongPoll, MeterPoll, Poll, PollKind};
+use super::poll::{EncodeError, LongPoll, Poll, PollKind};
 use super::response::{Event, EventData, Expect, Parsed, Response, ResponseError, ResponseParser};
 
 /// One byte on the wire: start, 8 data, wakeup, stop at 19200 baud (§1).
 pub const BYTE_TIME: Duration = Duration::from_micros(573);
 
-/// What the link sends when a long poll must follow a general poll and none
-/// is queued.
+/// What the link sends to acknowledge a general poll's reply when no long
+/// poll is queued.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Filler {
-    /// The global general poll `80`: no reply, acknowledges every EGM on the
-    /// line (SP polls an unused address instead; same effect).
+    /// The global general poll `80`, sent as soon as the reply is in: one
+    /// byte, no reply, and the next general poll keeps its place, so the EGM
+    /// can hand over an exception every poll interval instead of every other
+    /// one. It is not a poll to this EGM's address, so the spacing rule does
+    /// not apply to it, no more than to polls to the other EGMs of a
+    /// multidrop line (SP polls an unused address instead; same effect).
     Global,
     /// A harmless long poll whose reply is useful; NC uses 1A.
     LongPoll(LongPoll),
@@ -78,7 +82,7 @@ impl Default for LinkConfig {
             down_interval: Duration::from_secs(1),
             max_deferrals: 10,
             queue_limit: 32,
-            filler: Filler::LongPoll(LongPoll::Meters(MeterPoll::CurrentCredits)),
+            filler: Filler::Global,
         }
     }
 }
@@ -203,6 +207,8 @@ pub struct Transmit {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Job {
     Sync,
+    /// The filler global that acknowledges a general poll's reply.
+    Ack,
     General,
     Long {
         id: Option<PollId>,
@@ -251,6 +257,8 @@ pub struct Link {
     queue: VecDeque<Queued>,
     next_id: u64,
     next_send: Instant,
+    /// When the last exchange ended: the filler global may go from then.
+    last_end: Instant,
     failures: u32,
     events: VecDeque<LinkEvent>,
     stats: LinkStats,
@@ -281,6 +289,7 @@ impl Link {
             queue: VecDeque::new(),
             next_id: 0,
             next_send: now,
+            last_end: now,
             failures: 0,
             events: VecDeque::new(),
             stats: LinkStats::default(),
@@ -316,6 +325,34 @@ impl Link {
         self.retry.is_some()
     }
 
+    /// Changes the spacing between polls to this EGM, from the next exchange
+    /// on: LP A0 says whether it may be polled every 40 ms (§4, §13).
+    pub fn set_poll_interval(&mut self, interval: Duration) {
+        self.config.poll_interval = interval;
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        self.config.poll_interval
+    }
+
+    /// The next transmission is the filler global, which need not wait for
+    /// the spacing.
+    fn ack_next(&self) -> bool {
+        self.config.filler == Filler::Global
+            && self.unacked == Unacked::General
+            && !self.sync_pending
+            && self.retry.is_none()
+            && self.queue.is_empty()
+    }
+
+    fn send_at(&self) -> Instant {
+        if self.ack_next() {
+            self.last_end
+        } else {
+            self.next_send
+        }
+    }
+
     /// Queues a long poll; the result comes as [`LinkEvent::Completed`].
     pub fn submit(&mut self, poll: LongPoll) -> Result<PollId, LinkError> {
         let address = self.address;
@@ -348,7 +385,7 @@ impl Link {
     /// The next thing to send, if it is time. `now` is when the shell starts
     /// writing it.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
-        if self.outstanding.is_some() || now < self.next_send {
+        if self.outstanding.is_some() || now < self.send_at() {
             return None;
         }
         let (job, bytes, attempt) = match self.retry.take() {
@@ -433,7 +470,7 @@ impl Link {
     pub fn poll_timeout(&self) -> Instant {
         self.outstanding
             .as_ref()
-            .map_or(self.next_send, |o| o.deadline)
+            .map_or_else(|| self.send_at(), |o| o.deadline)
     }
 
     pub fn poll_event(&mut self) -> Option<LinkEvent> {
@@ -460,7 +497,7 @@ impl Link {
     /// long poll again as a fresh poll.
     fn lost(&mut self, job: Job) {
         let poll = match &job {
-            Job::Sync => return,
+            Job::Sync | Job::Ack => return,
             Job::General => PollKind::General,
             Job::Long { poll, .. } => PollKind::Long(poll.command()),
         };
@@ -492,7 +529,7 @@ impl Link {
                     deferrals: q.deferrals,
                 },
                 None => match &self.config.filler {
-                    Filler::Global => Job::Sync,
+                    Filler::Global => Job::Ack,
                     Filler::LongPoll(poll) => Job::Long {
                         id: None,
                         poll: poll.clone(),
@@ -522,7 +559,7 @@ impl Link {
 
     fn job_poll(&self, job: &Job) -> Poll {
         match job {
-            Job::Sync => Poll::General { address: 0 },
+            Job::Sync | Job::Ack => Poll::General { address: 0 },
             Job::General => Poll::General {
                 address: self.address,
             },
@@ -542,13 +579,17 @@ impl Link {
     }
 
     fn finish_global(&mut self, now: Instant) {
-        self.outstanding = None;
-        self.sync_pending = false;
+        let job = self.outstanding.take().map(|o| o.job);
         self.unacked = Unacked::Nothing;
-        self.schedule(now);
+        // The filler global keeps the next general poll where it was.
+        if job != Some(Job::Ack) {
+            self.sync_pending = false;
+            self.schedule(now);
+        }
     }
 
     fn schedule(&mut self, now: Instant) {
+        self.last_end = now;
         let gap = match self.state {
             LinkState::Down(_) => self.config.down_interval,
             _ => self.config.poll_interval,
@@ -592,7 +633,7 @@ impl Link {
             self.events.push_back(LinkEvent::Up);
         }
         match job {
-            Job::Sync => {}
+            Job::Sync | Job::Ack => {}
             Job::General => {
                 self.unacked = Unacked::General;
                 match response {
@@ -710,6 +751,7 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sas::proto::poll::MeterPoll;
     use crate::sas::proto::tables::ExceptionCode;
 
     struct Harness {
@@ -800,9 +842,16 @@ mod tests {
         assert_eq!(h.send().bytes, [0x81]);
     }
 
+    fn credits_filler() -> LinkConfig {
+        LinkConfig {
+            filler: Filler::LongPoll(LongPoll::Meters(MeterPoll::CurrentCredits)),
+            ..LinkConfig::default()
+        }
+    }
+
     #[test]
     fn syncs_then_never_sends_two_general_polls_in_a_row() {
-        let mut h = Harness::new(LinkConfig::default());
+        let mut h = Harness::new(credits_filler());
         h.up();
         // After an answered GP the filler (LP 1A) goes, not a second 81.
         assert_eq!(h.send().bytes, [0x01, 0x1A]);
@@ -836,18 +885,51 @@ mod tests {
     }
 
     #[test]
-    fn global_filler_and_spacing() {
+    fn global_filler_acknowledges_at_once_and_keeps_the_spacing() {
+        let mut h = Harness::new(LinkConfig::default());
+        h.up();
+        let answered = h.now;
+        // The 80 goes as soon as the reply is in...
+        assert_eq!(h.link.poll_timeout(), answered);
+        assert_eq!(h.send().bytes, [0x80]);
+        h.silence();
+        // ...and the next general poll still comes one interval after the
+        // exchange, not after the 80.
+        let next = answered + Duration::from_millis(200);
+        assert_eq!(h.link.poll_timeout(), next);
+        assert!(
+            h.link
+                .poll_transmit(next - Duration::from_millis(1))
+                .is_none()
+        );
+        assert_eq!(h.send().bytes, [0x81]);
+        assert_eq!(h.now, next);
+        h.reply(&[0x7E]);
+        assert!(matches!(h.events().as_slice(), [LinkEvent::Exception(_)]));
+        // A queued long poll acknowledges instead of the 80, after the spacing.
+        h.link.submit(LongPoll::SoundOff).unwrap();
+        let answered = h.now;
+        assert_eq!(h.link.poll_timeout(), answered + Duration::from_millis(200));
+        assert_eq!(h.send().bytes[..2], [0x01, 0x03]);
+    }
+
+    #[test]
+    fn poll_interval_can_change_after_a0() {
         let mut h = Harness::new(LinkConfig {
-            filler: Filler::Global,
+            poll_interval: Duration::from_millis(40),
             ..LinkConfig::default()
         });
         h.up();
-        let answered = h.now;
-        assert!(h.link.poll_transmit(answered).is_none(), "spacing");
-        assert_eq!(h.link.poll_timeout(), answered + Duration::from_millis(200));
+        h.link.set_poll_interval(Duration::from_millis(200));
+        assert_eq!(h.link.poll_interval(), Duration::from_millis(200));
+        h.send(); // the 80
+        h.silence();
+        h.send(); // the GP due 40 ms after the first exchange
+        let answered = h.now + Duration::from_millis(5);
+        h.reply(&[0x00]);
         assert_eq!(h.send().bytes, [0x80]);
         h.silence();
-        assert_eq!(h.send().bytes, [0x81]);
+        assert_eq!(h.link.poll_timeout(), answered + Duration::from_millis(200));
     }
 
     #[test]
@@ -880,7 +962,7 @@ mod tests {
     fn goes_down_with_reason_and_comes_back() {
         let mut h = Harness::new(LinkConfig {
             down_after: 2,
-            ..LinkConfig::default()
+            ..credits_filler()
         });
         h.up();
         h.send(); // filler
@@ -1024,7 +1106,7 @@ mod tests {
         h.silence();
         assert!(!h.link.retry_pending());
         // Treated as answered: the filler goes next, not the same GP.
-        assert_eq!(h.send().bytes, [0x01, 0x1A]);
+        assert_eq!(h.send().bytes, [0x80]);
     }
 
     #[test]

@@ -30,8 +30,8 @@ pub use poll::{
     long_poll_name,
 };
 pub use response::{
-    Ascii, Event, EventData, Expect, ExtendedMeter, LastBill, MachineInfo, Meter, Parsed, Reason,
-    Reply, Response, ResponseError, ResponseParser, SasVersion,
+    Ascii, Event, EventData, Expect, ExtendedMeter, Features, HandpayInfo, LastBill, MachineInfo,
+    Meter, Parsed, Reason, Reply, Response, ResponseError, ResponseParser, SasVersion,
 };
 pub use tables::{
     ExceptionClass, ExceptionCode, ExceptionInfo, MeterCode, MeterInfo, MeterUnit, Priority,

@@ -138,6 +138,8 @@ pub enum LongPoll {
     RealTimeEvents(bool),
     /// 0F, 10–1A.
     Meters(MeterPoll),
+    /// 1B: the handpay waiting (or the current lockup, legacy reporting).
+    HandpayInfo,
     /// 1F: gaming machine ID and information.
     MachineInfo,
     /// 21: ROM signature, seeded (binary, LSB first).
@@ -160,6 +162,8 @@ pub enum LongPoll {
     },
     /// 7E: read the EGM's date and time.
     ReadDateTime,
+    /// A0: the features enabled for a game (0 = the machine as a whole).
+    EnabledFeatures { game: u16 },
     /// 7F: set date and time (also valid as a global, type G).
     SetDateTime(DateTime),
 }
@@ -175,6 +179,7 @@ impl LongPoll {
             LongPoll::DisableBillAcceptor => 0x07,
             LongPoll::RealTimeEvents(_) => 0x0E,
             LongPoll::Meters(m) => m.command(),
+            LongPoll::HandpayInfo => 0x1B,
             LongPoll::MachineInfo => 0x1F,
             LongPoll::RomSignature { .. } => 0x21,
             LongPoll::SelectedMeters { .. } => 0x2F,
@@ -190,6 +195,7 @@ impl LongPoll {
             } => 0xAF,
             LongPoll::ReadDateTime => 0x7E,
             LongPoll::SetDateTime(_) => 0x7F,
+            LongPoll::EnabledFeatures { .. } => 0xA0,
         }
     }
 
@@ -238,6 +244,7 @@ impl LongPoll {
                 field: "date and time",
                 error,
             })?,
+            LongPoll::EnabledFeatures { game } => push_game(*game, out)?,
             _ => {}
         }
         if self.poll_type() != PollType::R {
@@ -284,7 +291,7 @@ fn command_shape(cmd: u8) -> Option<Shape> {
     let (kind, len) = match cmd {
         0x01..=0x04 | 0x06 | 0x07 => (S, Fixed(4)),
         0x0E => (S, Fixed(5)),
-        0x0F..=0x1A | 0x1F | 0x48 | 0x51 | 0x54 | 0x55 | 0x7E => (R, Fixed(2)),
+        0x0F..=0x1B | 0x1F | 0x48 | 0x51 | 0x54 | 0x55 | 0x7E => (R, Fixed(2)),
         0x21 => (S, Fixed(6)),
         0x2F => (
             M,
@@ -301,6 +308,7 @@ fn command_shape(cmd: u8) -> Option<Shape> {
             },
         ),
         0x7F => (S, Fixed(2 + DateTime::LEN + 2)),
+        0xA0 => (M, Fixed(6)),
         _ => return None,
     };
     Some(Shape { kind, len })
@@ -347,6 +355,7 @@ pub fn long_poll_name(cmd: u8) -> Option<&'static str> {
         0x18 => "games since power-up and door closure",
         0x19 => "totals meters",
         0x1A => "current credits",
+        0x1B => "handpay information",
         0x1F => "machine info",
         0x21 => "ROM signature",
         0x2F => "selected meters",
@@ -358,6 +367,7 @@ pub fn long_poll_name(cmd: u8) -> Option<&'static str> {
         0xAF => "extended meters (alternate)",
         0x7E => "read date and time",
         0x7F => "set date and time",
+        0xA0 => "enabled features",
         _ => return None,
     })
 }
@@ -514,6 +524,7 @@ impl Poll {
                     });
                 }
             },
+            0x1B => LongPoll::HandpayInfo,
             0x1F => LongPoll::MachineInfo,
             0x21 => LongPoll::RomSignature {
                 seed: r.u16_le().map_err(field)?,
@@ -552,6 +563,9 @@ impl Poll {
             0x54 => LongPoll::SasVersion,
             0x55 => LongPoll::SelectedGame,
             0x7E => LongPoll::ReadDateTime,
+            0xA0 => LongPoll::EnabledFeatures {
+                game: r.game().map_err(field)?,
+            },
             0x7F => LongPoll::SetDateTime(
                 DateTime::decode(&r.array().map_err(field)?)
                     .map_err(|e| field(FieldError::Bcd(e)))?,

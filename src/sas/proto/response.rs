@@ -377,6 +377,63 @@ impl SasVersion {
     }
 }
 
+/// 1B: one handpay (§9). Amounts are in cents for a progressive level
+/// (01–20), in accounting-denomination credits otherwise; the partial pay is
+/// always credits. The session fields are 6.03 only (zeros before).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HandpayInfo {
+    /// 00 = standalone or non-SAS progressive, 01–FF = SAS group.
+    pub progressive_group: u8,
+    /// 01–20 = progressive level, 40 = non-progressive win, 80 = cancelled credits.
+    pub level: u8,
+    pub amount: u64,
+    pub partial_pay: u64,
+    /// 00 = key-off only, 01 = may be reset to the credit meter.
+    pub reset_id: u8,
+    pub session_win: u64,
+    pub session_paid: u64,
+}
+
+impl HandpayInfo {
+    /// All zeros: no handpay (legacy reporting outside a lockup, §9).
+    pub fn is_none(&self) -> bool {
+        *self == HandpayInfo::default()
+    }
+
+    /// Whether `amount` is in cents (a progressive level) or in credits.
+    pub fn amount_in_cents(&self) -> bool {
+        (0x01..=0x20).contains(&self.level)
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self.level {
+            0x01..=0x20 => "progressive",
+            0x40 => "non-progressive win",
+            0x80 => "cancelled credits",
+            _ => "unknown",
+        }
+    }
+}
+
+/// A0: the feature bytes F1–F4 of a game (§13).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Features {
+    pub game: u16,
+    pub bytes: [u8; 4],
+}
+
+impl Features {
+    /// F3 bit 0: the EGM may be polled every 40 ms instead of every 200 ms.
+    pub fn fast_polling(&self) -> bool {
+        self.bytes[2] & 0x01 != 0
+    }
+
+    /// F2 bit 3: extended meters (6F/AF) are supported.
+    pub fn extended_meters(&self) -> bool {
+        self.bytes[1] & 0x08 != 0
+    }
+}
+
 /// The data reply to a long poll.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
@@ -385,6 +442,7 @@ pub enum Reply {
         poll: MeterPoll,
         meters: Vec<Meter>,
     },
+    Handpay(HandpayInfo),
     MachineInfo(MachineInfo),
     /// 2F. Meters the EGM lacks are left out (§7). `unparsed` holds the rest
     /// of the reply from the first code whose width is unknown (§7 host rule:
@@ -405,12 +463,14 @@ pub enum Reply {
         meters: Vec<ExtendedMeter>,
     },
     DateTime(DateTime),
+    Features(Features),
 }
 
 impl Reply {
     pub fn command(&self) -> u8 {
         match self {
             Reply::Meters { poll, .. } => poll.command(),
+            Reply::Handpay(_) => 0x1B,
             Reply::MachineInfo(_) => 0x1F,
             Reply::SelectedMeters { .. } => 0x2F,
             Reply::LastBill(_) => 0x48,
@@ -424,11 +484,27 @@ impl Reply {
                 alternate: true, ..
             } => 0xAF,
             Reply::DateTime(_) => 0x7E,
+            Reply::Features(_) => 0xA0,
         }
     }
 
     fn parse(command: u8, r: &mut Reader<'_>) -> Result<Reply, Reason> {
         Ok(match command {
+            0x1B => Reply::Handpay(HandpayInfo {
+                progressive_group: r.u8()?,
+                level: r.u8()?,
+                amount: r.bcd(5)?,
+                partial_pay: r.bcd(2)?,
+                reset_id: r.u8()?,
+                session_win: r.bcd(5)?,
+                session_paid: r.bcd(5)?,
+            }),
+            0xA0 => {
+                let game = r.game()?;
+                let bytes = r.array()?;
+                let _reserved: [u8; 2] = r.array()?;
+                Reply::Features(Features { game, bytes })
+            }
             0x1F => Reply::MachineInfo(MachineInfo {
                 game_id: Ascii(r.array()?),
                 additional_id: Ascii(r.array()?),
@@ -539,6 +615,19 @@ impl Reply {
                     bcd(m.value, *width, out)?;
                 }
             }
+            Reply::Handpay(h) => {
+                out.extend([h.progressive_group, h.level]);
+                bcd(h.amount, 5, out)?;
+                bcd(h.partial_pay, 2, out)?;
+                out.push(h.reset_id);
+                bcd(h.session_win, 5, out)?;
+                bcd(h.session_paid, 5, out)?;
+            }
+            Reply::Features(f) => {
+                bcd(u64::from(f.game), 2, out)?;
+                out.extend_from_slice(&f.bytes);
+                out.extend([0, 0]);
+            }
             Reply::MachineInfo(i) => {
                 out.extend_from_slice(&i.game_id.0);
                 out.extend_from_slice(&i.additional_id.0);
@@ -635,7 +724,8 @@ enum ReplyLen {
 
 fn reply_len(command: u8) -> Option<ReplyLen> {
     Some(match command {
-        0x1F => ReplyLen::Fixed(24),
+        0x1B | 0x1F => ReplyLen::Fixed(24),
+        0xA0 => ReplyLen::Fixed(12),
         0x48 => ReplyLen::Fixed(10),
         0x51 | 0x55 => ReplyLen::Fixed(6),
         0x7E => ReplyLen::Fixed(4 + DateTime::LEN),
@@ -1041,6 +1131,47 @@ mod tests {
                 count: 7
             }))
         );
+    }
+
+    #[test]
+    fn handpay_and_features() {
+        // §7/§9: 1B = group, level, amount BCD5, partial pay BCD2, reset ID,
+        // 6.03 session win and paid BCD5 each: 24 bytes with CRC.
+        let mut f = hex("01 1B 00 40 00 00 12 50 00 00 10 01 00 00 00 00 00 00 00 00 00 00");
+        push_crc(&mut f);
+        assert_eq!(f.len(), 24);
+        let Response::Data(Reply::Handpay(h)) = done(lp(0x1B), &f) else {
+            panic!()
+        };
+        assert_eq!(
+            (h.level, h.amount, h.partial_pay, h.reset_id),
+            (0x40, 125_000, 10, 1)
+        );
+        assert_eq!(h.kind(), "non-progressive win");
+        assert!(!h.amount_in_cents() && !h.is_none());
+        let mut zeros = hex("01 1B");
+        zeros.extend([0; 20]);
+        push_crc(&mut zeros);
+        let Response::Data(Reply::Handpay(h)) = done(lp(0x1B), &zeros) else {
+            panic!()
+        };
+        assert!(h.is_none(), "all zeros is no handpay (§9)");
+        // §13: A0 = game BCD2, F1–F4, two reserved bytes: 12 with CRC.
+        let mut f = hex("01 A0 00 00 00 08 01 00 00 00");
+        push_crc(&mut f);
+        let Response::Data(Reply::Features(ft)) = done(lp(0xA0), &f) else {
+            panic!()
+        };
+        assert!(ft.fast_polling() && ft.extended_meters());
+        assert_eq!(ft.game, 0);
+        f[6] = 0;
+        let crc_at = f.len() - 2;
+        f.truncate(crc_at);
+        push_crc(&mut f);
+        let Response::Data(Reply::Features(ft)) = done(lp(0xA0), &f) else {
+            panic!()
+        };
+        assert!(!ft.fast_polling());
     }
 
     #[test]

@@ -27,8 +27,9 @@ use super::journal::{Entry, FaultKind};
 use super::queue::{DEFAULT_CAPACITY, ExceptionQueue, Pending, Pushed};
 use crate::sas::proto::response::{MAX_SERIAL_LEN, SasVersion};
 use crate::sas::proto::{
-    Ascii, Event, EventData, ExceptionCode, ExtendedMeter, LastBill, LongPoll, MachineInfo, Meter,
-    MeterCode, Poll, PollDecoder, PollError, Priority, Reply, Response, denomination_cents,
+    Ascii, Event, EventData, ExceptionCode, ExtendedMeter, Features, HandpayInfo, LastBill,
+    LongPoll, MachineInfo, Meter, MeterCode, Poll, PollDecoder, PollError, Priority, Reply,
+    Response, denomination_cents,
 };
 
 /// No address byte on the line for this long is a loop break (§4).
@@ -148,6 +149,9 @@ pub struct EgmConfig {
     /// How long the door stays open and a handpay stays locked up.
     pub door_open_for: Duration,
     pub handpay_for: Duration,
+    /// LP A0 announces 40 ms polling (F3 bit 0); without it a host must
+    /// keep 200 ms between polls to this EGM.
+    pub fast_polling: bool,
 }
 
 impl EgmConfig {
@@ -166,6 +170,7 @@ impl EgmConfig {
             door_chance: 0.005,
             door_open_for: Duration::from_secs(3),
             handpay_for: Duration::from_secs(5),
+            fast_polling: true,
         }
     }
 
@@ -445,6 +450,8 @@ pub struct Egm {
     rte: bool,
     door_closes_at: Option<Instant>,
     handpay_resets_at: Option<Instant>,
+    /// The handpay locked up now, as LP 1B reports it.
+    handpay: Option<HandpayInfo>,
     next_game: Option<Instant>,
     queue: ExceptionQueue,
     next_seq: u64,
@@ -487,6 +494,7 @@ impl Egm {
             rte: false,
             door_closes_at: None,
             handpay_resets_at: None,
+            handpay: None,
             next_game: None,
             next_seq: 1,
             last: None,
@@ -712,6 +720,13 @@ impl Egm {
             },
         );
         if handpay {
+            // A jackpot win, not a progressive: level 40, amount in credits.
+            self.handpay = Some(HandpayInfo {
+                level: 0x40,
+                amount: wrap(win, 5),
+                reset_id: 0x01,
+                ..HandpayInfo::default()
+            });
             self.raise(now, plain(ExceptionCode::HANDPAY_PENDING));
             self.handpay_resets_at = Some(now + self.cfg.handpay_for);
         } else if self.meters.current_credits > 0
@@ -769,6 +784,7 @@ impl Egm {
         }
         if self.handpay_resets_at.is_some_and(|t| t <= now) {
             self.handpay_resets_at = None;
+            self.handpay = None;
             self.raise(now, plain(ExceptionCode(0x52)));
         }
         let mut caught_up = 0;
@@ -1112,6 +1128,13 @@ impl Egm {
                 serial: self.cfg.serial.clone().into_bytes(),
             }),
             LongPoll::SelectedGame => Reply::SelectedGame(1),
+            // Legacy reporting: the current lockup, all zeros outside one (§9).
+            LongPoll::HandpayInfo => Reply::Handpay(self.handpay.unwrap_or_default()),
+            LongPoll::EnabledFeatures { game } => Reply::Features(Features {
+                game: *game,
+                // F2 bit 3: 6F/AF meters; F3 bit 0: 40 ms polling.
+                bytes: [0, 0x08, u8::from(self.cfg.fast_polling), 0],
+            }),
             // Not simulated: ignored, as an EGM ignores what it lacks.
             LongPoll::RomSignature { .. } | LongPoll::ReadDateTime | LongPoll::SetDateTime(_) => {
                 return None;

@@ -746,6 +746,8 @@ pub fn config(args: crate::cli::SimEgmArgs) -> Result<ServeConfig, ServeError> {
         .map(|&a| EgmConfig {
             game_rate: args.game_rate,
             queue_capacity: args.queue,
+            jackpot_chance: args.jackpot_chance,
+            fast_polling: !args.slow_polling,
             ..EgmConfig::new(a)
         })
         .collect();

@@ -131,8 +131,14 @@ fn document_frames_in_and_out() {
     assert_eq!(r.reply(&[0x81]), hex("01FF6FED3E"));
     // §5: a bad CRC is NACKed (addr|80).
     assert_eq!(r.reply(&hex("01 02 51 08")), [0x81]);
-    // §13: a long poll the EGM lacks gets no reply at all.
-    assert!(r.send(&hex("01 A0 00 00 00 00")).is_empty());
+    // §13: a long poll the EGM lacks (7E here) gets no reply at all.
+    assert!(r.send(&hex("01 7E")).is_empty());
+    // §13: A0 for game 0: F2 bit 3 (6F/AF) and F3 bit 0 (40 ms polling).
+    let mut a0 = hex("01 A0 00 00");
+    crate::sas::proto::crc::push_crc(&mut a0);
+    let reply = r.reply(&a0);
+    assert_eq!(reply.len(), 12);
+    assert_eq!(reply[..8], hex("01 A0 00 00 00 08 01 00"));
 }
 
 #[test]
