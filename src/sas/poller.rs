@@ -535,8 +535,10 @@ fn link_event(e: &mut Egm, event: LinkEvent, pending: &mut Vec<Pending>) -> Opti
         LinkEvent::Up => {
             e.dirty = true;
             tracing::info!(device = %name, address = e.cfg.address, "EGM link up");
-            // Who it is, once per link-up.
-            for poll in IDENTITY {
+            // Real-time event mode off, as NC does: a host before us may
+            // have left it on, and it swaps long-poll replies for events
+            // (§6). Then who the EGM is, once per link-up.
+            for poll in std::iter::once(LongPoll::RealTimeEvents(false)).chain(IDENTITY) {
                 let _ = e.link.submit(poll);
             }
             e.next_meters = Instant::now();

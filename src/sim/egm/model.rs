@@ -146,6 +146,9 @@ pub struct EgmConfig {
     pub cashout_chance: f64,
     /// Chance per game that an attendant opens the slot door afterwards.
     pub door_chance: f64,
+    /// Mean slot-door openings per second regardless of play (Poisson): each
+    /// opening and closing is an exception on its own, as on a quiet floor.
+    pub door_rate: f64,
     /// How long the door stays open and a handpay stays locked up.
     pub door_open_for: Duration,
     pub handpay_for: Duration,
@@ -168,6 +171,7 @@ impl EgmConfig {
             jackpot_chance: 0.002,
             cashout_chance: 0.02,
             door_chance: 0.005,
+            door_rate: 0.0,
             door_open_for: Duration::from_secs(3),
             handpay_for: Duration::from_secs(5),
             fast_polling: true,
@@ -180,6 +184,12 @@ impl EgmConfig {
         }
         if !self.game_rate.is_finite() || self.game_rate < 0.0 {
             return Err(ModelError::BadGameRate(self.game_rate));
+        }
+        if !self.door_rate.is_finite() || self.door_rate < 0.0 {
+            return Err(ModelError::BadValue(format!(
+                "door rate {} must be 0 or more per second",
+                self.door_rate
+            )));
         }
         if denomination_cents(self.denomination).is_none() {
             return Err(ModelError::BadDenomination(self.denomination));
@@ -453,6 +463,7 @@ pub struct Egm {
     /// The handpay locked up now, as LP 1B reports it.
     handpay: Option<HandpayInfo>,
     next_game: Option<Instant>,
+    next_door: Option<Instant>,
     queue: ExceptionQueue,
     next_seq: u64,
     last: Option<Last>,
@@ -496,6 +507,7 @@ impl Egm {
             handpay_resets_at: None,
             handpay: None,
             next_game: None,
+            next_door: None,
             next_seq: 1,
             last: None,
             sync: Sync::AwaitingOther,
@@ -506,6 +518,7 @@ impl Egm {
             journal: Vec::new(),
         };
         egm.next_game = egm.game_gap().map(|g| now + g);
+        egm.next_door = egm.door_gap().map(|g| now + g);
         Ok(egm)
     }
 
@@ -766,11 +779,21 @@ impl Egm {
     }
 
     fn game_gap(&mut self) -> Option<Duration> {
-        if self.cfg.game_rate <= 0.0 {
+        self.poisson_gap(self.cfg.game_rate)
+    }
+
+    fn door_gap(&mut self) -> Option<Duration> {
+        self.poisson_gap(self.cfg.door_rate)
+    }
+
+    /// The wait to the next event of a Poisson process; none at rate 0 (and
+    /// then no draw, so the games of a seed stay the same).
+    fn poisson_gap(&mut self, rate: f64) -> Option<Duration> {
+        if rate <= 0.0 {
             return None;
         }
         let u: f64 = self.game_rng.random();
-        let secs = -(1.0 - u).ln() / self.cfg.game_rate;
+        let secs = -(1.0 - u).ln() / rate;
         Some(Duration::from_secs_f64(secs.min(3600.0)))
     }
 
@@ -786,6 +809,10 @@ impl Egm {
             self.handpay_resets_at = None;
             self.handpay = None;
             self.raise(now, plain(ExceptionCode(0x52)));
+        }
+        if let Some(at) = self.next_door.filter(|&t| t <= now) {
+            self.open_door(at);
+            self.next_door = self.door_gap().map(|g| at + g);
         }
         let mut caught_up = 0;
         while let Some(at) = self.next_game.filter(|&t| t <= now) {
@@ -831,6 +858,7 @@ impl Egm {
         };
         [
             self.next_game,
+            self.next_door,
             self.door_closes_at,
             self.handpay_resets_at,
             silence,

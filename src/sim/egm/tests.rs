@@ -645,3 +645,42 @@ fn bad_configurations_are_refused() {
     };
     assert!(Line::new(vec![bad_denom], f, 0, now).is_err());
 }
+
+#[test]
+fn door_rate_raises_lone_door_exceptions_without_games() {
+    let start = Instant::now();
+    let cfg = EgmConfig {
+        door_rate: 1.0,
+        // Nobody polls, so nothing leaves the queue: room for the minute.
+        queue_capacity: 200,
+        ..quiet(1)
+    };
+    let mut line = Line::new(vec![cfg], FaultPlan::default(), 3, start).unwrap();
+    // A minute of virtual time, each deadline in turn (bounded).
+    let end = start + Duration::from_secs(60);
+    let mut now = start;
+    for _ in 0..10_000 {
+        let Some(next) = line.deadline().filter(|&t| t <= end) else {
+            break;
+        };
+        now = next.max(now);
+        line.tick(now);
+    }
+    let raised: Vec<(u64, u8)> = line
+        .take_journal()
+        .into_iter()
+        .filter_map(|e| match e {
+            Entry::Exception { t_ms, code, .. } => Some((t_ms, code)),
+            _ => None,
+        })
+        .collect();
+    let opens = raised.iter().filter(|r| r.1 == 0x11).count();
+    // Poisson at 1/s with the door held 3 s: about one opening every 4 s.
+    assert!((8..=25).contains(&opens), "{opens} openings: {raised:?}");
+    // Open, closed, open, closed...: each alone, 3 s apart inside a pair.
+    for pair in raised.chunks_exact(2) {
+        assert_eq!((pair[0].1, pair[1].1), (0x11, 0x12), "{raised:?}");
+        assert_eq!(pair[1].0 - pair[0].0, 3000, "{raised:?}");
+    }
+    assert!(!raised.iter().any(|r| r.1 == 0x7E), "no games");
+}
