@@ -44,7 +44,7 @@ fn diff(expected: &str, actual: &str) -> String {
 fn every_bad_config_fails_with_its_expected_message() {
     let files = corpus_files();
     assert!(
-        files.len() >= 18,
+        files.len() >= 50,
         "the corpus has only {} files",
         files.len()
     );
