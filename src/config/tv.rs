@@ -173,7 +173,7 @@ fn check_host(
     r: &mut SectionReader<'_, '_>,
     host: Spanned<String>,
 ) -> Option<(Spanned<String>, String)> {
-    match host_problem(host.get_ref()) {
+    match canonical_host(host.get_ref()) {
         Ok(canonical) => Some((host, canonical)),
         Err((what, hint)) => {
             let message = format!("`host` in {}: {:?} {what}", r.name(), host.get_ref());
@@ -185,7 +185,7 @@ fn check_host(
 
 /// The canonical `host` for comparisons, or what is wrong with it and what to
 /// write instead.
-fn host_problem(host: &str) -> Result<String, (String, String)> {
+fn canonical_host(host: &str) -> Result<String, (String, String)> {
     const EXAMPLE: &str = "e.g. `host = \"192.168.1.50\"`";
     let fail = |what: &str, hint: String| Err((what.to_string(), hint));
     if host.trim().is_empty() {
@@ -389,7 +389,7 @@ fn check_chip(r: &mut SectionReader<'_, '_>, chip: Spanned<String>) -> Option<Pa
 
 #[cfg(test)]
 mod tests {
-    use super::host_problem;
+    use super::canonical_host;
     use crate::config::{EMBEDDED_DEFAULT, RelayConfig, TvConfig, parse, reload_plan};
     use std::path::{Path, PathBuf};
     use std::time::Duration;
@@ -536,7 +536,7 @@ line = 27
             ("TV-1.Lobby.example.com.", "tv-1.lobby.example.com"),
             ("4k-tv", "4k-tv"),
         ] {
-            assert_eq!(host_problem(host), Ok(canonical.to_string()), "{host}");
+            assert_eq!(canonical_host(host), Ok(canonical.to_string()), "{host}");
         }
     }
 
@@ -562,13 +562,13 @@ line = 27
             ("-tv", "has a part starting or ending with `-` (-tv)"),
             (&"a".repeat(64), "has a part of 64 characters, over 63"),
         ] {
-            let err = host_problem(host).expect_err(host);
+            let err = canonical_host(host).expect_err(host);
             assert_eq!(err.0, what, "{host}");
         }
         // The fix is spelled out for the common mistakes.
-        let (_, hint) = host_problem("adb://10.0.0.5:5555/").expect_err("scheme");
+        let (_, hint) = canonical_host("adb://10.0.0.5:5555/").expect_err("scheme");
         assert!(hint.contains("`host = \"10.0.0.5\"`"), "{hint}");
-        let (_, hint) = host_problem("[fd00::5]:5556").expect_err("port");
+        let (_, hint) = canonical_host("[fd00::5]:5556").expect_err("port");
         assert!(
             hint.contains("`host = \"fd00::5\"`") && hint.contains("`port = 5556`"),
             "{hint}"
