@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod generator;
+pub mod relay;
 pub mod sas;
 pub mod sim;
 pub mod status;

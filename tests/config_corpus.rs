@@ -44,7 +44,7 @@ fn diff(expected: &str, actual: &str) -> String {
 fn every_bad_config_fails_with_its_expected_message() {
     let files = corpus_files();
     assert!(
-        files.len() >= 18,
+        files.len() >= 50,
         "the corpus has only {} files",
         files.len()
     );
@@ -152,7 +152,7 @@ fn shipped_default_and_examples_parse() {
         Ok(default.clone())
     );
     assert!(
-        default.generators.is_empty() && default.sas.is_empty(),
+        default.generators.is_empty() && default.sas.is_empty() && default.tvs.is_empty(),
         "the shipped default has no devices"
     );
 
@@ -163,7 +163,9 @@ fn shipped_default_and_examples_parse() {
     assert!(casino.generators.is_empty());
     let tv = load(Path::new("config/examples/tv-wall.toml")).expect("tv example");
     assert_eq!(tv.agent.id, "tv-wall-01");
-    assert_eq!(tv.generators.len(), 3);
+    assert_eq!(tv.tvs.len(), 3);
+    assert!(tv.generators.is_empty() && tv.sas.is_empty());
+    assert_eq!(tv.tvs.iter().filter(|t| t.relay.is_some()).count(), 1);
     // Each example is tuned, not a copy of the defaults.
     assert_ne!(casino.store, default.store);
     assert_ne!(tv.store, default.store);

@@ -11,6 +11,7 @@ mod reader;
 mod reload;
 mod sas;
 mod store;
+mod tv;
 
 pub use diagnostic::{ConfigError, Diagnostic};
 pub use reload::{Changes, ReloadPlan, reload_plan};
@@ -39,6 +40,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub generators: Vec<GeneratorConfig>,
     pub sas: Vec<SasLineConfig>,
+    pub tvs: Vec<TvConfig>,
 }
 
 /// `[agent]`
@@ -111,6 +113,47 @@ pub struct EgmConfig {
     /// The device name its records carry.
     pub name: String,
     pub meters_every: Duration,
+}
+
+/// `[[tv]]`: one Android TV reached over ADB on the network.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TvConfig {
+    /// The device name its records carry.
+    pub name: String,
+    /// A host name, IPv4 or IPv6 address (no brackets, no port).
+    pub host: String,
+    /// The TV's ADB TCP port (network debugging), 5555 unless changed on the TV.
+    pub port: u16,
+    /// Period of the health sample (power, app, volume, ...).
+    pub telemetry_every: Duration,
+    /// Period of scheduled screenshots; `None`: only on command.
+    pub screenshot_every: Option<Duration>,
+    /// A screenshot larger than this is dropped rather than stored.
+    pub screenshot_max_bytes: usize,
+    /// Whether the `shell CMD` command may run arbitrary commands on this TV.
+    pub allow_shell: bool,
+    /// A relay that switches the TV's mains power, for TVs ADB cannot wake.
+    pub relay: Option<RelayConfig>,
+    /// How long to wait for the TCP connection.
+    pub connect_timeout: Duration,
+    /// How long one request (a query or a command) may take.
+    pub request_timeout: Duration,
+    /// Most ADB streams open at once on the TV's connection.
+    pub max_streams: usize,
+}
+
+/// `relay = { chip = ..., line = ... }` in a `[[tv]]`: a GPIO line driving a
+/// relay in the TV's power lead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// The GPIO character device, always a full path (`/dev/gpiochip0`).
+    pub chip: PathBuf,
+    /// The line's offset on that chip.
+    pub line: u32,
+    /// The TV is powered while the line is low (most relay boards switch on a low input).
+    pub active_low: bool,
+    /// How long `relay cycle` leaves the power off.
+    pub cycle_off: Duration,
 }
 
 /// `[[generator]]`: a synthetic device, the load generator for tests and benchmarks.
@@ -220,6 +263,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let generators = r.each_table("generator", |g| generator::read(g, &mut devices));
     let mut ports = sas::Ports::default();
     let sas = r.each_table("sas", |l| sas::read(l, &mut devices, &mut ports));
+    let mut claims = tv::Claims::default();
+    let tvs = r.each_table("tv", |t| tv::read(t, &mut devices, &mut claims));
     r.finish();
     diags.finish()?;
     Ok(Config {
@@ -228,6 +273,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         store,
         generators,
         sas,
+        tvs,
     })
 }
 
@@ -287,6 +333,7 @@ impl Config {
     pub fn summary(&self) -> String {
         let generators = self.generators.len();
         let egms: usize = self.sas.iter().map(|l| l.egms.len()).sum();
+        let tvs = self.tvs.len();
         let mut kinds = Vec::new();
         if egms > 0 {
             kinds.push(format!(
@@ -295,10 +342,13 @@ impl Config {
                 plural(self.sas.len(), "SAS line")
             ));
         }
+        if tvs > 0 {
+            kinds.push(plural(tvs, "TV"));
+        }
         if generators > 0 {
             kinds.push(plural(generators, "generator"));
         }
-        let devices = match egms + generators {
+        let devices = match egms + tvs + generators {
             0 => "no devices".to_string(),
             n => format!("{} ({})", plural(n, "device"), kinds.join(", ")),
         };
@@ -351,6 +401,7 @@ mod tests {
             },
             generators: Vec::new(),
             sas: Vec::new(),
+            tvs: Vec::new(),
         };
         assert_eq!(config, expected);
         // A file with only headers must give the same: the defaults live in code too.

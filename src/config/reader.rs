@@ -16,6 +16,7 @@ pub(super) enum Kind {
     Text,
     Integer,
     Number,
+    Boolean,
     Table,
     List,
 }
@@ -27,6 +28,7 @@ impl Kind {
             (Kind::Text, DeValue::String(_))
                 | (Kind::Integer, DeValue::Integer(_))
                 | (Kind::Number, DeValue::Integer(_) | DeValue::Float(_))
+                | (Kind::Boolean, DeValue::Boolean(_))
                 | (Kind::Table, DeValue::Table(_))
                 | (Kind::List, DeValue::Array(_))
         )
@@ -58,6 +60,14 @@ impl Expect for f64 {
     }
 }
 
+impl Expect for bool {
+    const KIND: Kind = Kind::Boolean;
+    const WHAT: &'static str = "true or false";
+    fn example(key: &str) -> String {
+        format!("{key} = true")
+    }
+}
+
 /// An unsigned integer type that `int` can produce.
 pub(super) trait Whole: Copy + fmt::Display + TryFrom<i128> {
     fn wide(self) -> i128;
@@ -70,6 +80,18 @@ impl Whole for u64 {
 }
 
 impl Whole for u8 {
+    fn wide(self) -> i128 {
+        self.into()
+    }
+}
+
+impl Whole for u16 {
+    fn wide(self) -> i128 {
+        self.into()
+    }
+}
+
+impl Whole for u32 {
     fn wide(self) -> i128 {
         self.into()
     }
@@ -263,9 +285,37 @@ impl<'a, 'i> SectionReader<'a, 'i> {
         unit: &'static str,
         example: &str,
     ) -> Option<Spanned<T>> {
-        let value = self.lookup_required(key, example)?;
         let hint = format!("write it like this: `{example}`");
-        let v = self.whole(key, value, range, unit, example, hint)?;
+        self.required_int_hint(key, range, unit, example, hint)
+    }
+
+    /// `required_int` with its own hint for a value out of range.
+    pub(super) fn required_int_hint<T: Whole>(
+        &mut self,
+        key: &'static str,
+        range: (T, T),
+        unit: &'static str,
+        example: &str,
+        range_hint: String,
+    ) -> Option<Spanned<T>> {
+        let value = self.lookup_required(key, example)?;
+        let v = self.whole(key, value, range, unit, example, range_hint)?;
+        Some(Spanned::new(value.span(), v))
+    }
+
+    /// An integer key whose absence means something (not a default value),
+    /// with where it was written; `range_hint` says what to do when it is out
+    /// of range.
+    pub(super) fn optional_int<T: Whole>(
+        &mut self,
+        key: &'static str,
+        range: (T, T),
+        unit: &'static str,
+        example: &str,
+        range_hint: String,
+    ) -> Option<Spanned<T>> {
+        let value = self.lookup(key, Shape::Key)?;
+        let v = self.whole(key, value, range, unit, example, range_hint)?;
         Some(Spanned::new(value.span(), v))
     }
 
@@ -319,7 +369,9 @@ impl<'a, 'i> SectionReader<'a, 'i> {
             describe(value.get_ref())
         );
         let hint = match (want, value.get_ref()) {
-            (Kind::Integer | Kind::Number, DeValue::String(s)) if parses_as(want, s.trim()) => {
+            (Kind::Integer | Kind::Number | Kind::Boolean, DeValue::String(s))
+                if parses_as(want, s.trim()) =>
+            {
                 format!("remove the quotes: `{key} = {}`", s.trim())
             }
             (Kind::Text, DeValue::Integer(_) | DeValue::Float(_) | DeValue::Boolean(_)) => {
@@ -467,6 +519,7 @@ impl<'a, 'i> SectionReader<'a, 'i> {
 fn parses_as(want: Kind, text: &str) -> bool {
     match want {
         Kind::Integer => text.parse::<i128>().is_ok(),
+        Kind::Boolean => matches!(text, "true" | "false"),
         _ => text.parse::<f64>().is_ok(),
     }
 }

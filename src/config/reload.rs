@@ -1,6 +1,6 @@
 //! What a `systemctl reload` must do to go from the running config to a new one.
 
-use super::{Config, GeneratorConfig, SasLineConfig};
+use super::{Config, GeneratorConfig, SasLineConfig, TvConfig};
 
 /// What changed in one kind of device section, matched by name.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,6 +45,12 @@ impl Named for SasLineConfig {
     }
 }
 
+impl Named for TvConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 fn changes<T: Named + PartialEq + Clone>(old: &[T], new: &[T]) -> Changes<T> {
     let mut c = Changes::default();
     for device in new {
@@ -68,6 +74,8 @@ pub struct ReloadPlan {
     pub generators: Changes<GeneratorConfig>,
     /// SAS lines; a line whose machines changed is restarted as a whole.
     pub sas: Changes<SasLineConfig>,
+    /// TVs; a TV whose relay changed is restarted like any other change.
+    pub tvs: Changes<TvConfig>,
     pub store_changed: bool,
     pub log_level_changed: bool,
     /// Changes a reload cannot apply, as sentences for the log.
@@ -78,6 +86,7 @@ impl ReloadPlan {
     pub fn is_empty(&self) -> bool {
         self.generators.is_empty()
             && self.sas.is_empty()
+            && self.tvs.is_empty()
             && !self.store_changed
             && !self.log_level_changed
             && self.needs_restart.is_empty()
@@ -88,6 +97,7 @@ pub fn reload_plan(old: &Config, new: &Config) -> ReloadPlan {
     let mut plan = ReloadPlan {
         generators: changes(&old.generators, &new.generators),
         sas: changes(&old.sas, &new.sas),
+        tvs: changes(&old.tvs, &new.tvs),
         store_changed: old.store != new.store,
         log_level_changed: old.agent.log_level != new.agent.log_level,
         needs_restart: Vec::new(),
@@ -141,7 +151,7 @@ mod tests {
         assert_eq!(names(&plan.generators.added), ["fresh"]);
         assert_eq!(names(&plan.generators.changed), ["tweak"]);
         assert_eq!(plan.generators.removed, ["drop"]);
-        assert!(plan.sas.is_empty());
+        assert!(plan.sas.is_empty() && plan.tvs.is_empty());
         assert!(!plan.store_changed && !plan.log_level_changed && plan.needs_restart.is_empty());
         assert!(!plan.is_empty());
     }
