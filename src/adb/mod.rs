@@ -1,0 +1,3 @@
+//! Android TVs over ADB on TCP.
+
+pub mod tv;
