@@ -4,6 +4,7 @@
 //!
 //! The design is in `docs/ARCHITECTURE.md`.
 
+pub mod adb;
 pub mod cli;
 pub mod clock;
 pub mod config;
