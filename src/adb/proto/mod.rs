@@ -16,7 +16,9 @@ pub mod connection;
 pub mod decode;
 pub mod device;
 pub mod message;
+pub mod shell;
 pub mod stream;
+pub mod sync;
 
 pub use auth::{AdbKey, AndroidPublicKey, AuthError};
 pub use banner::{Banner, Features, PeerState};
@@ -24,7 +26,15 @@ pub use connection::{Config, Connection, ConnectionError, Event, Peer, State};
 pub use decode::Decoded;
 pub use device::{Device, DeviceConfig, DeviceError, DeviceEvent, DeviceState};
 pub use message::{AuthType, Command, Message, MessageDecoder, MessageError};
+pub use shell::{
+    ShellCollector, ShellDecoder, ShellError, ShellMode, ShellOutput, ShellPacket, ShellRequest,
+    WindowSize,
+};
 pub use stream::{LocalId, StreamError, StreamErrorKind, UseError};
+pub use sync::{
+    Pull, PulledFile, SyncError, SyncExpect, SyncReply, SyncReplyDecoder, SyncRequest,
+    SyncRequestDecoder,
+};
 
 /// One key shared by the unit tests: making a key costs time in a debug build.
 #[cfg(test)]
