@@ -254,7 +254,7 @@ impl Connection {
                 Ok(())
             }
             // Reverse streams (the device opening one) are not offered.
-            Command::Open if online => {
+            Command::Open if online && m.arg0 != 0 => {
                 self.streams.send(Message::clse(0, m.arg0));
                 Ok(())
             }

@@ -203,6 +203,12 @@ impl Device {
                 }
                 Ok(())
             }
+            // A14 adbd answers an OKAY for a stream it does not have with
+            // CLSE, so the host learns the stream is gone.
+            Command::Okay if online && m.arg0 != 0 && !self.streams.contains(m.arg1) => {
+                self.streams.send(Message::clse(0, m.arg0));
+                Ok(())
+            }
             Command::Okay | Command::Wrte | Command::Clse if online => {
                 self.streams.handle(m);
                 Ok(())
@@ -613,6 +619,17 @@ mod tests {
             "{ev:?}"
         );
         assert_eq!(dev.state(), &DeviceState::Authenticating);
+    }
+
+    #[test]
+    fn okay_for_an_unknown_stream_gets_clse() {
+        let mut dev = Device::new(DeviceConfig::new(tv()));
+        dev.handle_bytes(&Message::cnxn(VERSION_SKIP_CHECKSUM, MAX_PAYLOAD, b"host::").encode())
+            .unwrap();
+        while dev.poll_transmit().is_some() {}
+        dev.handle_bytes(&Message::okay(5, 42).encode()).unwrap();
+        assert_eq!(dev.poll_transmit(), Some(Message::clse(0, 5).encode()));
+        assert!(dev.poll_transmit().is_none());
     }
 
     #[test]

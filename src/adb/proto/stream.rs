@@ -5,7 +5,7 @@
 //! The rules it keeps:
 //! - One unacknowledged WRTE per direction per stream: ours waits for the
 //!   peer's OKAY, and the peer's is acknowledged only when the caller takes
-//!   the data ([`Streams::poll_event`]), so a caller that stops reading
+//!   the data (`poll_event` of the connection), so a caller that stops reading
 //!   stops the peer too.
 //! - Writes are cut at the peer's max payload.
 //! - Messages naming a stream we closed are dropped quietly (the peer may
@@ -172,6 +172,11 @@ impl Streams {
     /// Streams that exist, whatever their phase.
     pub(crate) fn count(&self) -> usize {
         self.map.len()
+    }
+
+    /// Whether `id` (our id, as the peer names it in `arg1`) is a stream.
+    pub(crate) fn contains(&self, id: u32) -> bool {
+        self.map.contains_key(&id)
     }
 
     pub(crate) fn buffered(&self, id: LocalId) -> Option<usize> {
