@@ -65,6 +65,11 @@ pub enum Command {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// The site's ADB key, which TVs must accept.
+    Adb {
+        #[command(subcommand)]
+        what: AdbCommand,
+    },
     /// Run the whole system on simulated devices in a temporary directory.
     Demo {
         /// Seconds to run.
@@ -76,6 +81,14 @@ pub enum Command {
         #[command(subcommand)]
         device: SimCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdbCommand {
+    /// Print the public key (`data_dir/adbkey.pub`, made if missing) in
+    /// Android's format: append it to a TV image's /data/misc/adb/adb_keys to
+    /// pre-authorise the agent.
+    Pubkey,
 }
 
 #[derive(Subcommand, Debug)]
@@ -196,6 +209,26 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                     message: String::new(),
                 }),
             }
+        }
+        Command::Adb {
+            what: AdbCommand::Pubkey,
+        } => {
+            let cfg = load_config(&cli.config)?;
+            let path = cfg.agent.data_dir.join(crate::adb::key::PRIVATE_KEY_FILE);
+            let comment = format!("sitelink@{}", cfg.agent.id);
+            std::fs::create_dir_all(&cfg.agent.data_dir).map_err(|e| {
+                failed(format!(
+                    "sitelink adb pubkey: cannot create {}: {e}",
+                    cfg.agent.data_dir.display()
+                ))
+            })?;
+            crate::adb::key::load_or_generate(&path, &comment)
+                .map_err(|e| failed(format!("sitelink adb pubkey: {e}")))?;
+            let public = crate::adb::key::public_key_path(&path);
+            let line = std::fs::read_to_string(&public)
+                .map_err(|e| failed(format!("sitelink adb pubkey: {}: {e}", public.display())))?;
+            println!("{}", line.trim_end());
+            Ok(())
         }
         Command::CheckConfig { path } => {
             let cfg = load_config(&path)?;

@@ -223,10 +223,28 @@ impl Relay<GpioLine> {
     }
 }
 
+impl RelayLine for Box<dyn RelayLine> {
+    fn set(&mut self, high: bool) -> Result<(), RelayError> {
+        (**self).set(high)
+    }
+}
+
 impl<L: RelayLine> Relay<L> {
     /// `active_low`: the TV is powered while the line is low.
     pub fn new(line: L, active_low: bool) -> Self {
         Relay { line, active_low }
+    }
+
+    /// The same relay behind a trait object, so a TV task takes a real line
+    /// or a test's fake alike.
+    pub fn boxed(self) -> Relay<Box<dyn RelayLine>>
+    where
+        L: 'static,
+    {
+        Relay {
+            line: Box::new(self.line),
+            active_low: self.active_low,
+        }
     }
 
     pub fn on(&mut self) -> Result<(), RelayError> {

@@ -135,8 +135,57 @@ fn device_state(state: &serde_json::Value) -> Option<String> {
         }
         return Some(line);
     }
+    if let Some(tv) = state.get("tv").and_then(serde_json::Value::as_str) {
+        return Some(tv_state(state, tv));
+    }
     let text = state.to_string();
     (text != "null").then(|| text.chars().take(120).collect())
+}
+
+/// `TV 10.0.0.5:5555: connected, BRAVIA (Android 11), screen on, app ..., volume 5/15`.
+fn tv_state(state: &serde_json::Value, tv: &str) -> String {
+    let s = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    let mut line = format!(
+        "TV {}:{}: {tv}",
+        state["host"].as_str().unwrap_or("?"),
+        state["port"].as_u64().unwrap_or(0)
+    );
+    let id = &state["identity"];
+    if let Some(model) = s(&id["model"]) {
+        line.push_str(&format!(", {model}"));
+        if let Some(v) = s(&id["android"]) {
+            line.push_str(&format!(" (Android {v})"));
+        }
+    }
+    let last = &state["last"];
+    if tv == "connected" && last.is_object() {
+        if let Some(on) = last["power"]["screen_on"].as_bool() {
+            line.push_str(if on { ", screen on" } else { ", screen off" });
+        }
+        if let Some(app) = s(&last["app"]) {
+            line.push_str(&format!(", app {app}"));
+        }
+        if let Some(input) = s(&last["input"]) {
+            line.push_str(&format!(", input {input}"));
+        }
+        let v = &last["volume"];
+        if let Some(level) = v["level"].as_u64() {
+            line.push_str(&format!(", volume {level}"));
+            if let Some(max) = v["max"].as_u64() {
+                line.push_str(&format!("/{max}"));
+            }
+            if v["muted"].as_bool() == Some(true) {
+                line.push_str(" (muted)");
+            }
+        }
+    }
+    if let Some(reason) = s(&state["reason"]) {
+        line.push_str(&format!(" — {reason}"));
+    }
+    if let Some(e) = s(&state["relay"]["error"]) {
+        line.push_str(&format!("; relay: {e}"));
+    }
+    line
 }
 
 fn ago(now: i64, then: i64) -> String {

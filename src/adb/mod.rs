@@ -9,4 +9,5 @@
 
 pub mod key;
 pub mod proto;
+pub mod transport;
 pub mod tv;

@@ -7,7 +7,8 @@ pub mod logging;
 pub mod service;
 pub mod task;
 
-use crate::config::{Config, GeneratorConfig, ReloadPlan, SasLineConfig, reload_plan};
+use crate::adb::proto::AdbKey;
+use crate::config::{Config, GeneratorConfig, ReloadPlan, SasLineConfig, TvConfig, reload_plan};
 use crate::generator::{self, GeneratorStats};
 use crate::store::{Policy, Reader, Store, StoreError, StoreHandle, StoreOptions, WriterHealth};
 use dispatch::Dispatcher;
@@ -61,6 +62,8 @@ pub struct Daemon {
     dispatcher: Dispatcher,
     devices: BTreeMap<String, RunningDevice>,
     control: JoinHandle<()>,
+    /// The site's ADB key, loaded (or made) when the first TV starts.
+    adb_key: Option<Arc<AdbKey>>,
 }
 
 /// A task that has not shown a sign of life for too long.
@@ -100,12 +103,16 @@ impl Daemon {
             dispatcher,
             devices: BTreeMap::new(),
             control,
+            adb_key: None,
         };
         for g in daemon.config.generators.clone() {
             daemon.start_generator(g).await;
         }
         for l in daemon.config.sas.clone() {
             daemon.start_sas_line(l).await;
+        }
+        for t in daemon.config.tvs.clone() {
+            daemon.start_tv(t).await;
         }
         tracing::info!(summary = %daemon.config.summary(), "sitelink started");
         Ok(daemon)
@@ -171,6 +178,61 @@ impl Daemon {
         let (spawn, ctx) = self.spawn_context(&cfg.name);
         let task = tokio::spawn(crate::sas::poller::run(cfg.clone(), remembered, ctx));
         self.keep(&cfg.name, spawn, task, names, None).await;
+    }
+
+    async fn start_tv(&mut self, cfg: TvConfig) {
+        let Some(key) = self.adb_key().await else {
+            return;
+        };
+        let relay = cfg
+            .relay
+            .as_ref()
+            .map(|r| crate::relay::Relay::open(r).map(crate::relay::Relay::boxed));
+        let comment = format!("sitelink@{}", self.config.agent.id);
+        let (spawn, ctx) = self.spawn_context(&cfg.name);
+        let task = tokio::spawn(crate::adb::tv::task::run(
+            cfg.clone(),
+            key,
+            comment,
+            relay,
+            ctx,
+        ));
+        self.keep(&cfg.name, spawn, task, vec![cfg.name.clone()], None)
+            .await;
+    }
+
+    /// The site's ADB key (`data_dir/adbkey`), made on first use. Without
+    /// it no TV can be reached, so the error says what to do.
+    async fn adb_key(&mut self) -> Option<Arc<AdbKey>> {
+        if let Some(k) = &self.adb_key {
+            return Some(k.clone());
+        }
+        let path = self
+            .config
+            .agent
+            .data_dir
+            .join(crate::adb::key::PRIVATE_KEY_FILE);
+        let comment = format!("sitelink@{}", self.config.agent.id);
+        let at = path.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || crate::adb::key::load_or_generate(&at, &comment))
+                .await;
+        match loaded {
+            Ok(Ok((key, origin))) => {
+                tracing::info!(path = %path.display(), ?origin, "ADB key ready");
+                let key = Arc::new(key);
+                self.adb_key = Some(key.clone());
+                Some(key)
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "TVs not started: the ADB key cannot be used; move the file away and reload, and a new key is made (TVs must then accept it again)");
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "TVs not started: making the ADB key failed");
+                None
+            }
+        }
     }
 
     /// The stored state of these devices, as their tasks left it last time.
@@ -265,6 +327,16 @@ impl Daemon {
         }
         for l in &plan.sas.added {
             self.start_sas_line(l.clone()).await;
+        }
+        for name in &plan.tvs.removed {
+            self.stop_device(name).await;
+        }
+        for t in &plan.tvs.changed {
+            self.stop_device(&t.name).await;
+            self.start_tv(t.clone()).await;
+        }
+        for t in &plan.tvs.added {
+            self.start_tv(t.clone()).await;
         }
         if plan.store_changed
             && self
