@@ -268,8 +268,7 @@ async fn a_refused_port_and_a_tv_that_hangs_up() {
     let err = tokio::time::timeout(Duration::from_secs(10), s.next())
         .await
         .expect("bounded")
-        .err()
-        .expect("the TV hung up");
+        .expect_err("the TV hung up");
     assert!(matches!(err, ConnectError::Closed), "{err}");
     let failed = s.fail_all(&err.to_string());
     assert_eq!(failed.len(), 2);
