@@ -172,7 +172,13 @@ pub async fn run(
     tracing::info!(device = %tv.cfg.name, host = %tv.cfg.host, port = tv.cfg.port, "TV task started");
     loop {
         ctx.heartbeat.beat();
-        // A stop that came meanwhile makes `changed()` ready at once below.
+        if *ctx.shutdown.borrow() {
+            if let Conn::Online { mut session, .. } | Conn::Unauthorized { mut session, .. } = conn
+            {
+                tv.end_session(&mut session, STOPPING);
+            }
+            break;
+        }
         let beat = Instant::now() + Duration::from_secs(1);
         conn = match conn {
             Conn::Down { retry_at } => {
@@ -188,7 +194,21 @@ pub async fn run(
                         Conn::Down { retry_at: Instant::now() }
                     }
                     _ = sleep_until(retry_at.min(beat)) => {
-                        if Instant::now() >= retry_at { tv.connect().await } else { Conn::Down { retry_at } }
+                        if Instant::now() < retry_at {
+                            Conn::Down { retry_at }
+                        } else {
+                            // Connecting may take the connect timeout plus
+                            // the handshake: keep beating meanwhile.
+                            let connecting = tv.connect();
+                            tokio::pin!(connecting);
+                            loop {
+                                tokio::select! {
+                                    c = &mut connecting => break c,
+                                    _ = ctx.shutdown.changed() => break Conn::Down { retry_at },
+                                    _ = tokio::time::sleep(Duration::from_secs(1)) => ctx.heartbeat.beat(),
+                                }
+                            }
+                        }
                     }
                 }
             }
