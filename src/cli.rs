@@ -95,6 +95,46 @@ pub enum AdbCommand {
 pub enum SimCommand {
     /// Gaming machines on one SAS line, served over a PTY or TCP.
     Egm(SimEgmArgs),
+    /// Android TVs speaking ADB over TCP, one port each.
+    Tv(SimTvArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SimTvArgs {
+    /// The first TV's address; the others take the next ports (port 0: any free ports).
+    /// Keep ports outside 5555-5585, which an adb server scans by itself.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// How many TVs.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub count: usize,
+    /// Nobody accepts "Allow USB debugging?": hosts with a new key stay unauthorized.
+    #[arg(long)]
+    pub unauthorized: bool,
+    /// Android 6.0 adbd: version 0x01000000, 4 KiB payloads, no shell v2, checksums checked.
+    #[arg(long)]
+    pub legacy: bool,
+    /// Trust this adbkey.pub from the start (repeat for more keys).
+    #[arg(long, value_name = "PATH")]
+    pub trust: Vec<PathBuf>,
+    /// Drop every TV's connections this often (each TV at its own moment).
+    #[arg(long, value_name = "SECS")]
+    pub drop_every: Option<f64>,
+    /// Stall (read and answer nothing) this often...
+    #[arg(long, value_name = "SECS", requires = "stall_for")]
+    pub stall_every: Option<f64>,
+    /// ...for this long.
+    #[arg(long, value_name = "SECS", requires = "stall_every")]
+    pub stall_for: Option<f64>,
+    /// Delay each stream's answer by this much.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub slow_ms: u64,
+    /// How long a TV stays unreachable after the reboot service.
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    pub reboot_secs: f64,
+    /// Seed for serial numbers, figures, tokens and fault timing.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -368,6 +408,21 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                         bad_input(format!("sitelink sim egm: {e}"))
                     }
                     e => failed(format!("sitelink sim egm: {e}")),
+                })
+        }
+        Command::Sim {
+            device: SimCommand::Tv(args),
+        } => {
+            let cfg = crate::sim::tv::config(args)
+                .map_err(|e| bad_input(format!("sitelink sim tv: {e}")))?;
+            runtime()?
+                .block_on(crate::sim::tv::run(cfg, &mut std::io::stdout()))
+                .map_err(|e| match e {
+                    crate::sim::tv::SimTvError::Bind { .. }
+                    | crate::sim::tv::SimTvError::Io { .. } => {
+                        failed(format!("sitelink sim tv: {e}"))
+                    }
+                    e => bad_input(format!("sitelink sim tv: {e}")),
                 })
         }
     }

@@ -6,8 +6,10 @@
 //! as a 20-byte entry but a RECV as 8 bytes. So the reply decoder is told
 //! what it waits for ([`SyncExpect`]).
 //!
-//! `stat_v2`/`ls_v2` (`STA2`/`LST2`) and `sendrecv_v2` are not implemented;
-//! their ids decode as unknown.
+//! Of `stat_v2`, the device side reads `STA2`/`LST2` and answers them with
+//! [`stat_v2_reply`]: Google's adb sends them instead of `STAT` to a device
+//! that lists the feature. `ls_v2` (`LIS2`) and `sendrecv_v2` are not
+//! implemented; their ids decode as unknown.
 
 use std::fmt;
 
@@ -28,6 +30,8 @@ pub struct SyncId(pub [u8; 4]);
 
 impl SyncId {
     pub const STAT: SyncId = SyncId(*b"STAT");
+    pub const STA2: SyncId = SyncId(*b"STA2");
+    pub const LST2: SyncId = SyncId(*b"LST2");
     pub const LIST: SyncId = SyncId(*b"LIST");
     pub const DENT: SyncId = SyncId(*b"DENT");
     pub const RECV: SyncId = SyncId(*b"RECV");
@@ -87,6 +91,10 @@ pub enum SyncError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SyncRequest {
     Stat(String),
+    /// `STA2` (`stat_v2`): stat, following a final symlink.
+    Stat2(String),
+    /// `LST2` (`stat_v2`): lstat.
+    Lstat2(String),
     List(String),
     Recv(String),
     /// `mode` is the file mode, e.g. `0o100644`; sent as `"path,33188"`.
@@ -123,6 +131,8 @@ impl SyncRequest {
     pub fn id(&self) -> SyncId {
         match self {
             SyncRequest::Stat(_) => SyncId::STAT,
+            SyncRequest::Stat2(_) => SyncId::STA2,
+            SyncRequest::Lstat2(_) => SyncId::LST2,
             SyncRequest::List(_) => SyncId::LIST,
             SyncRequest::Recv(_) => SyncId::RECV,
             SyncRequest::Send { .. } => SyncId::SEND,
@@ -141,7 +151,11 @@ impl SyncRequest {
     pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), SyncError> {
         let id = self.id();
         match self {
-            SyncRequest::Stat(path) | SyncRequest::List(path) | SyncRequest::Recv(path) => {
+            SyncRequest::Stat(path)
+            | SyncRequest::Stat2(path)
+            | SyncRequest::Lstat2(path)
+            | SyncRequest::List(path)
+            | SyncRequest::Recv(path) => {
                 check_path(path)?;
                 header(out, id, path.len());
                 out.extend_from_slice(path.as_bytes());
@@ -250,6 +264,43 @@ impl SyncReply {
         }
         out
     }
+}
+
+/// The answer to `STA2`/`LST2` (`struct sync_stat_v2`). `error` is an
+/// errno (2 = ENOENT) with the other fields zero, or 0.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatV2 {
+    pub error: u32,
+    pub dev: u64,
+    pub ino: u64,
+    pub mode: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub atime: i64,
+    pub mtime: i64,
+    pub ctime: i64,
+}
+
+/// Bytes of a `sync_stat_v2` reply: id, then the fields in order.
+pub const STAT_V2_LEN: usize = 72;
+
+/// Encodes the reply to a `STA2` or `LST2` request; `id` is the request's.
+pub fn stat_v2_reply(id: SyncId, st: &StatV2) -> Vec<u8> {
+    let mut out = Vec::with_capacity(STAT_V2_LEN);
+    out.extend_from_slice(&id.0);
+    out.extend_from_slice(&st.error.to_le_bytes());
+    out.extend_from_slice(&st.dev.to_le_bytes());
+    out.extend_from_slice(&st.ino.to_le_bytes());
+    for w in [st.mode, st.nlink, st.uid, st.gid] {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    out.extend_from_slice(&st.size.to_le_bytes());
+    for t in [st.atime, st.mtime, st.ctime] {
+        out.extend_from_slice(&t.to_le_bytes());
+    }
+    out
 }
 
 /// What the host waits for, which decides how a reply is read.
@@ -388,7 +439,12 @@ impl SyncRequestDecoder {
 
     fn step(&mut self, input: &mut &[u8]) -> Result<Option<SyncRequest>, SyncError> {
         let layout = |id: SyncId| match id {
-            SyncId::STAT | SyncId::LIST | SyncId::RECV | SyncId::SEND => Ok(Layout {
+            SyncId::STAT
+            | SyncId::STA2
+            | SyncId::LST2
+            | SyncId::LIST
+            | SyncId::RECV
+            | SyncId::SEND => Ok(Layout {
                 fixed: 8,
                 tail: Some((4, MAX_PATH)),
             }),
@@ -414,6 +470,8 @@ impl SyncRequestDecoder {
         };
         Ok(Some(match id {
             SyncId::STAT => SyncRequest::Stat(path()?),
+            SyncId::STA2 => SyncRequest::Stat2(path()?),
+            SyncId::LST2 => SyncRequest::Lstat2(path()?),
             SyncId::LIST => SyncRequest::List(path()?),
             SyncId::RECV => SyncRequest::Recv(path()?),
             SyncId::SEND => {
@@ -704,14 +762,56 @@ mod tests {
         );
         let mut dec = SyncRequestDecoder::new();
         assert_eq!(
-            dec.decode(&mut &b"STA2\x00\x00\x00\x00"[..]),
-            Decoded::Invalid(SyncError::UnknownId(SyncId(*b"STA2")))
+            dec.decode(&mut &b"LIS2\x00\x00\x00\x00"[..]),
+            Decoded::Invalid(SyncError::UnknownId(SyncId(*b"LIS2")))
         );
         let mut dec = SyncRequestDecoder::new();
         assert_eq!(
             dec.decode(&mut &b"SEND\x02\x00\x00\x00/a"[..]),
             Decoded::Invalid(SyncError::BadSendTarget("/a".into()))
         );
+    }
+
+    #[test]
+    fn stat_v2_requests_and_reply() {
+        let mut bytes = SyncRequest::Stat2("/sdcard/a".into()).encode().unwrap();
+        SyncRequest::Lstat2("/b".into())
+            .encode_into(&mut bytes)
+            .unwrap();
+        assert_eq!(&bytes[..8], b"STA2\x09\x00\x00\x00");
+        assert_eq!(
+            requests(&bytes),
+            [
+                SyncRequest::Stat2("/sdcard/a".into()),
+                SyncRequest::Lstat2("/b".into())
+            ]
+        );
+        let st = StatV2 {
+            mode: 0o100_644,
+            nlink: 1,
+            uid: 2000,
+            gid: 1015,
+            size: 5_000_000_000,
+            mtime: 1_700_000_000,
+            ..StatV2::default()
+        };
+        let reply = stat_v2_reply(SyncId::STA2, &st);
+        assert_eq!(reply.len(), STAT_V2_LEN);
+        assert_eq!(&reply[..8], b"STA2\0\0\0\0");
+        // dev and ino (16 bytes), then mode.
+        assert_eq!(reply[24..28], 0o100_644u32.to_le_bytes());
+        assert_eq!(reply[40..48], 5_000_000_000u64.to_le_bytes());
+        // atime, then mtime.
+        assert_eq!(reply[56..64], 1_700_000_000i64.to_le_bytes());
+        let missing = stat_v2_reply(
+            SyncId::LST2,
+            &StatV2 {
+                error: 2,
+                ..StatV2::default()
+            },
+        );
+        assert_eq!(&missing[..8], b"LST2\x02\0\0\0");
+        assert!(missing[8..].iter().all(|&b| b == 0));
     }
 
     #[test]
