@@ -200,8 +200,10 @@ fn leading_number(s: &str) -> Option<u32> {
     s[..end].parse().ok()
 }
 
-/// The HDMI input shown, where the TV reports it (`dumpsys tv_input`):
-/// `hdmi_port=N` in the client profile of newer builds, else a `HWn` id.
+/// The HDMI input shown, where the TV reports it (`dumpsys tv_input`): the
+/// open session's `hdmi_port=N` (11+), else its `inputId: ...InputService/HWn`
+/// (a vendor's hardware id). The input map lists every input, shown or
+/// not, so only the session's lines count. None: no input is shown.
 pub fn parse_hdmi_input(text: &str) -> Option<String> {
     let from_port = text
         .lines()
@@ -210,10 +212,12 @@ pub fn parse_hdmi_input(text: &str) -> Option<String> {
     if let Some(n) = from_port {
         return Some(format!("hdmi{n}"));
     }
-    text.lines().find_map(|l| {
-        let at = l.find("InputService/HW")? + "InputService/HW".len();
-        leading_number(&l[at..]).map(|n| format!("hw{n}"))
-    })
+    text.lines()
+        .filter(|l| l.trim_start().starts_with("inputId:"))
+        .find_map(|l| {
+            let at = l.find("InputService/HW")? + "InputService/HW".len();
+            leading_number(&l[at..]).map(|n| format!("hw{n}"))
+        })
 }
 
 /// `getprop`: `[key]: [value]` lines.
@@ -471,8 +475,16 @@ mod tests {
             Some("hdmi2")
         );
         assert_eq!(
-            parse_hdmi_input("com.mediatek.tvinput/.hdmi.HDMIInputService/HW5").as_deref(),
+            parse_hdmi_input("      inputId: com.mediatek.tvinput/.hdmi.HDMIInputService/HW5")
+                .as_deref(),
             Some("hw5")
+        );
+        // The input map names every input: none of them is shown.
+        assert_eq!(
+            parse_hdmi_input(
+                "    com.x/.HdmiInputService/HW5: info: TvInputInfo{id=com.x/.HdmiInputService/HW5}"
+            ),
+            None
         );
         assert_eq!(parse_hdmi_input(""), None);
 
