@@ -31,6 +31,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
+// Each benchmark uses only part of what they share.
+#[allow(dead_code)]
 mod common;
 use common::{Row, bench_root, int, knob, print_table, row, target_dir};
 
@@ -418,12 +420,8 @@ fn idle_rss(root: &Path, bin: &Path) -> Result<Idle, String> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let pid = child.id();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let opened = data.join(sitelink::store::DB_FILE).is_file();
-    let rss_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok());
+    let rss_kb = common::rss_kb(pid);
     // SAFETY: kill(2) on the pid of the child we started and still own.
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGTERM);

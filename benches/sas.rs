@@ -45,8 +45,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+// Each benchmark uses only part of what they share.
+#[allow(dead_code)]
 mod common;
-use common::{bench_root, int, knob, print_table, row};
+use common::{Lat, bench_root, int, knob, print_table, row};
 
 /// The smallest `poll_interval_ms` the config accepts.
 const POLL_INTERVAL: Duration = Duration::from_millis(40);
@@ -256,26 +258,6 @@ fn watch_store(db: PathBuf, stop: Arc<AtomicBool>, period: Duration) -> Vec<Seen
         std::thread::sleep(period);
     }
     seen
-}
-
-/// Sorted latencies in microseconds.
-#[derive(Default)]
-struct Lat(Vec<u64>);
-
-impl Lat {
-    fn q(&self, q: f64) -> f64 {
-        if self.0.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((self.0.len() - 1) as f64 * q).round() as usize;
-        self.0[i] as f64 / 1000.0
-    }
-    fn max(&self) -> f64 {
-        self.0.last().map_or(f64::NAN, |&v| v as f64 / 1000.0)
-    }
-    fn sort(&mut self) {
-        self.0.sort_unstable();
-    }
 }
 
 struct OverPty {

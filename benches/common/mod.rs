@@ -111,3 +111,33 @@ pub fn int(x: f64) -> String {
     }
     out
 }
+
+/// Latencies in microseconds; sort before reading quantiles.
+#[derive(Default)]
+pub struct Lat(pub Vec<u64>);
+
+impl Lat {
+    /// The `q` quantile in milliseconds (NaN when empty).
+    pub fn q(&self, q: f64) -> f64 {
+        if self.0.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.0.len() - 1) as f64 * q).round() as usize;
+        self.0[i] as f64 / 1000.0
+    }
+    pub fn max(&self) -> f64 {
+        self.0.last().map_or(f64::NAN, |&v| v as f64 / 1000.0)
+    }
+    pub fn sort(&mut self) {
+        self.0.sort_unstable();
+    }
+}
+
+/// Resident memory of a process (`/proc/PID/status` VmRSS), in KiB.
+pub fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
