@@ -14,6 +14,7 @@ mod store;
 mod tv;
 
 pub use diagnostic::{ConfigError, Diagnostic};
+pub use names::name_problem;
 pub use reload::{Changes, ReloadPlan, reload_plan};
 
 use crate::store::Class;
