@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod generator;
+pub mod hub;
 pub mod pki;
 pub mod relay;
 pub mod sas;
