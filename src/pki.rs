@@ -209,6 +209,17 @@ pub fn issue_agent_valid(
 /// `sitelink pki issue-hub`: the hub's server certificate, valid for `names`
 /// (DNS names or IP addresses).
 pub fn issue_hub(dir: &Path, names: &[String], force: bool) -> Result<Vec<PathBuf>, PkiError> {
+    issue_hub_valid(dir, names, force, Validity::days(LEAF_DAYS))
+}
+
+/// `issue_hub` with a chosen validity (tests make a certificate that is
+/// not valid yet, as an agent with a wrong clock sees it).
+pub fn issue_hub_valid(
+    dir: &Path,
+    names: &[String],
+    force: bool,
+    validity: Validity,
+) -> Result<Vec<PathBuf>, PkiError> {
     let Some(first) = names.first() else {
         return Err(PkiError::NoName);
     };
@@ -236,7 +247,7 @@ pub fn issue_hub(dir: &Path, names: &[String], force: bool) -> Result<Vec<PathBu
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     p.serial_number = Some(random_serial());
-    Validity::days(LEAF_DAYS).apply(&mut p);
+    validity.apply(&mut p);
     let k = KeyPair::generate()?;
     let c = p.signed_by(&k, &ca)?;
     write(&key, &k.serialize_pem(), 0o600)?;
