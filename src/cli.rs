@@ -428,9 +428,9 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                     }
                 }
                 Response::Error { error } => Err(bad_input(format!("sitelink command: {error}"))),
-                Response::Pong { .. } | Response::Uplink { .. } => {
-                    Err(failed("sitelink command: the daemon answered something else"))
-                }
+                Response::Pong { .. } | Response::Uplink { .. } => Err(failed(
+                    "sitelink command: the daemon answered something else",
+                )),
             }
         }
         Command::Demo { duration } => {
@@ -482,11 +482,13 @@ fn pki(action: PkiCommand) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Err(e @ (PkiError::Exists(_)
-        | PkiError::BadId { .. }
-        | PkiError::BadName(_)
-        | PkiError::NoName
-        | PkiError::NoCa(_))) => Err(bad_input(format!("sitelink pki: {e}"))),
+        Err(
+            e @ (PkiError::Exists(_)
+            | PkiError::BadId { .. }
+            | PkiError::BadName(_)
+            | PkiError::NoName
+            | PkiError::NoCa(_)),
+        ) => Err(bad_input(format!("sitelink pki: {e}"))),
         Err(e) => Err(failed(format!("sitelink pki: {e}"))),
     }
 }
@@ -510,7 +512,9 @@ fn hub(args: HubArgs) -> Result<(), Failure> {
                     crate::uplink::proto::Status::Rejected => Err(bad_input(text)),
                 }
             }
-            ControlResponse::Error { error } => Err(failed(format!("sitelink hub {what}: {error}"))),
+            ControlResponse::Error { error } => {
+                Err(failed(format!("sitelink hub {what}: {error}")))
+            }
             ControlResponse::Connected { .. } => Err(failed("sitelink hub: unexpected answer")),
         }
     };
@@ -523,7 +527,11 @@ fn hub(args: HubArgs) -> Result<(), Failure> {
             };
             crate::daemon::logging::init("info");
             runtime()?
-                .block_on(crate::hub::run(crate::hub::HubOptions { listen, pki, data }))
+                .block_on(crate::hub::run(crate::hub::HubOptions {
+                    listen,
+                    pki,
+                    data,
+                }))
                 .map_err(|e| failed(format!("sitelink hub: {e}")))
         }
         Some(HubCommand::Command {
@@ -543,8 +551,9 @@ fn hub(args: HubArgs) -> Result<(), Failure> {
             ask(&data, req, &what)
         }
         Some(HubCommand::PushConfig { data, agent, file }) => {
-            let toml = std::fs::read_to_string(&file)
-                .map_err(|e| bad_input(format!("sitelink hub push-config: {}: {e}", file.display())))?;
+            let toml = std::fs::read_to_string(&file).map_err(|e| {
+                bad_input(format!("sitelink hub push-config: {}: {e}", file.display()))
+            })?;
             let what = format!("config for {agent}");
             ask(&data, ControlRequest::Config { agent, toml }, &what)
         }

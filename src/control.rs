@@ -36,13 +36,18 @@ pub enum Request {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Response {
-    Pong { pid: u32, version: String },
+    Pong {
+        pid: u32,
+        version: String,
+    },
     Command(CommandReply),
     /// `None`: no `[upstream]`.
     Uplink {
         status: Option<UplinkStatus>,
     },
-    Error { error: String },
+    Error {
+        error: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -224,10 +224,13 @@ async fn connection<S: HubStore>(
     mut stopped: watch::Receiver<bool>,
 ) {
     let setup = async {
-        let tls = acceptor.accept(tcp).await.map_err(|e| match tls::rustls_error(&e) {
-            Some(t) => tls::explain_server(t),
-            None => format!("TLS handshake failed: {e}"),
-        })?;
+        let tls = acceptor
+            .accept(tcp)
+            .await
+            .map_err(|e| match tls::rustls_error(&e) {
+                Some(t) => tls::explain_server(t),
+                None => format!("TLS handshake failed: {e}"),
+            })?;
         let id = tls
             .get_ref()
             .1
@@ -238,9 +241,10 @@ async fn connection<S: HubStore>(
         let config = WebSocketConfig::default()
             .max_message_size(Some(proto::MAX_MESSAGE_BYTES))
             .max_frame_size(Some(proto::MAX_MESSAGE_BYTES));
-        let ws = tokio_tungstenite::accept_hdr_async_with_config(tls, choose_subprotocol, Some(config))
-            .await
-            .map_err(|e| format!("agent {id}: WebSocket upgrade failed: {e}"))?;
+        let ws =
+            tokio_tungstenite::accept_hdr_async_with_config(tls, choose_subprotocol, Some(config))
+                .await
+                .map_err(|e| format!("agent {id}: WebSocket upgrade failed: {e}"))?;
         Ok::<_, String>((id, ws))
     };
     let (id, mut ws) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, setup).await {
@@ -259,7 +263,11 @@ async fn connection<S: HubStore>(
             Ok(Incoming::Known(AgentMessage::Hello(h))) => h,
             other => {
                 let error = format!("the first message must be a hello, got {other:?}");
-                let _ = ws.send(Message::text(proto::encode(&UpstreamMessage::Error { error: error.clone() }))).await;
+                let _ = ws
+                    .send(Message::text(proto::encode(&UpstreamMessage::Error {
+                        error: error.clone(),
+                    })))
+                    .await;
                 tracing::warn!(%peer, agent = %id, "hub: {error}");
                 return;
             }
@@ -275,7 +283,11 @@ async fn connection<S: HubStore>(
             hello.agent
         );
         tracing::warn!(%peer, "hub: refused: {error}");
-        let _ = ws.send(Message::text(proto::encode(&UpstreamMessage::Error { error }))).await;
+        let _ = ws
+            .send(Message::text(proto::encode(&UpstreamMessage::Error {
+                error,
+            })))
+            .await;
         let _ = ws.close(None).await;
         return;
     }
@@ -298,7 +310,11 @@ async fn connection<S: HubStore>(
         clock_ms: crate::clock::wall_ms(),
         acked_seq: acked,
     });
-    if ws.send(Message::text(proto::encode(&welcome))).await.is_err() {
+    if ws
+        .send(Message::text(proto::encode(&welcome)))
+        .await
+        .is_err()
+    {
         return;
     }
     tracing::info!(agent = %id, %peer, software = %hello.software, acked, highest = hello.highest_seq, "hub: agent connected");
@@ -513,14 +529,23 @@ fn next_id<S>(shared: &Shared<S>, prefix: &str) -> String {
 }
 
 /// Sends a request to a connected agent and waits for its result.
-async fn ask<S>(shared: &Shared<S>, agent: &str, id: String, m: UpstreamMessage) -> ControlResponse {
+async fn ask<S>(
+    shared: &Shared<S>,
+    agent: &str,
+    id: String,
+    m: UpstreamMessage,
+) -> ControlResponse {
     let Some(tx) = lock(&shared.agents).get(agent).cloned() else {
         let mut connected: Vec<String> = lock(&shared.agents).keys().cloned().collect();
         connected.sort();
         return ControlResponse::Error {
             error: format!(
                 "agent {agent} is not connected; connected: {}",
-                if connected.is_empty() { "none".to_string() } else { connected.join(", ") }
+                if connected.is_empty() {
+                    "none".to_string()
+                } else {
+                    connected.join(", ")
+                }
             ),
         };
     };

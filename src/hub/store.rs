@@ -282,7 +282,15 @@ impl HubStore for SqliteHub {
                      boot_id = excluded.boot_id, last_hello_ms = excluded.last_hello_ms,
                      agent_clock_ms = excluded.agent_clock_ms,
                      clock_synced = excluded.clock_synced, peer = excluded.peer",
-                params![h.agent, h.software, h.boot_id, now, h.clock_ms, h.clock_synced, peer],
+                params![
+                    h.agent,
+                    h.software,
+                    h.boot_id,
+                    now,
+                    h.clock_ms,
+                    h.clock_synced,
+                    peer
+                ],
             )
             .map_err(|e| self.err(e))?;
         self.acked(&h.agent)

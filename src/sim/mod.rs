@@ -4,4 +4,3 @@
 
 pub mod demo;
 pub mod egm;
-pub mod sink;

@@ -108,7 +108,8 @@ impl Backoff {
         self.attempt = self.attempt.saturating_add(1);
         // Full jitter: anywhere from nothing to the cap, so agents that lost
         // the upstream together do not come back together.
-        cap.mul_f64(rand::random::<f64>()).max(Duration::from_millis(1))
+        cap.mul_f64(rand::random::<f64>())
+            .max(Duration::from_millis(1))
     }
 
     fn reset(&mut self) {
@@ -348,7 +349,10 @@ fn explain_connect(e: &std::io::Error, cfg: &UpstreamConfig) -> String {
             "{}: connection refused at {at}: is the hub running and listening on that port?",
             cfg.url
         ),
-        std::io::ErrorKind::TimedOut => format!("{}: no answer from {at}: check the network and firewall", cfg.url),
+        std::io::ErrorKind::TimedOut => format!(
+            "{}: no answer from {at}: check the network and firewall",
+            cfg.url
+        ),
         _ if e.to_string().contains("lookup") || e.to_string().contains("resolve") => format!(
             "{}: cannot resolve {:?} ({e}): check the host name and DNS",
             cfg.url, cfg.host
@@ -545,7 +549,10 @@ impl Client {
         }
         let mut window = Window::new(cfg.window, acked);
         if let Some(moved) = window.resume(welcome.acked_seq, highest) {
-            tracing::info!(up_to = moved, "uplink: the upstream already holds these records");
+            tracing::info!(
+                up_to = moved,
+                "uplink: the upstream already holds these records"
+            );
         }
         let acker = match self.ack.take() {
             Some(a) => a,
@@ -837,7 +844,10 @@ async fn apply_config(
     if config.upstream.is_none() {
         return Err((
             Status::Rejected,
-            vec!["the new config has no [upstream]: applying it would cut this agent off; refused".into()],
+            vec![
+                "the new config has no [upstream]: applying it would cut this agent off; refused"
+                    .into(),
+            ],
         ));
     }
     let (p, t) = (path.to_path_buf(), text.to_string());

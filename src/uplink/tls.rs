@@ -114,7 +114,13 @@ fn when(t: rustls_pki_types::UnixTime) -> String {
 /// What the agent tells a technician when the TLS handshake with the
 /// upstream at `url` fails: the cause and what to do. `ca` and `cert` are
 /// the configured files; `synced` whether this machine's clock is synchronised.
-pub fn explain_client(e: &rustls::Error, url: &str, ca: &Path, cert: &Path, synced: bool) -> String {
+pub fn explain_client(
+    e: &rustls::Error,
+    url: &str,
+    ca: &Path,
+    cert: &Path,
+    synced: bool,
+) -> String {
     let clock = if synced {
         "this machine's clock is synchronised"
     } else {
@@ -185,10 +191,14 @@ pub fn explain_server(e: &rustls::Error) -> String {
                 "the client's certificate is not from the site CA".to_string()
             }
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-                format!("the client's certificate has expired ({c:?}): issue a new one with `sitelink pki issue-agent --force`")
+                format!(
+                    "the client's certificate has expired ({c:?}): issue a new one with `sitelink pki issue-agent --force`"
+                )
             }
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                format!("the client's certificate is not valid yet ({c:?}): check this machine's clock")
+                format!(
+                    "the client's certificate is not valid yet ({c:?}): check this machine's clock"
+                )
             }
             other => format!("the client's certificate is not acceptable: {other:?}"),
         },
