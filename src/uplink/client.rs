@@ -47,6 +47,8 @@ const RESULTS_QUEUE: usize = 64;
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// The span over which the drain rate is measured.
 const RATE_SPAN: Duration = Duration::from_secs(10);
+/// How often the task shows the watchdog it is alive while it waits.
+const BEAT: Duration = Duration::from_secs(1);
 /// The device name of the uplink's own records (set-aside batches).
 pub const UPLINK_DEVICE: &str = "uplink";
 
@@ -144,7 +146,7 @@ pub async fn run(mut ctx: UplinkContext) {
         backoff.max = cfg.backoff_max;
         set_state(&ctx.state, &cfg.url, "connecting", None);
         let started = Instant::now();
-        let end = match connect(&cfg).await {
+        let end = match beating(&ctx.heartbeat, connect(&cfg)).await {
             Ok(ws) => client.session(&mut ctx, &cfg, ws, &mut results_rx).await,
             Err(e) => Err(e),
         };
@@ -191,6 +193,19 @@ pub async fn run(mut ctx: UplinkContext) {
     }
     set_state(&ctx.state, &cfg.url, "stopped", None);
     tracing::info!("uplink stopped");
+}
+
+/// Awaits `f`, beating the heartbeat meanwhile: a slow connection attempt
+/// is not a stuck task.
+async fn beating<T>(heartbeat: &Heartbeat, f: impl std::future::Future<Output = T>) -> T {
+    tokio::pin!(f);
+    let mut beat = tokio::time::interval(BEAT);
+    loop {
+        tokio::select! {
+            out = &mut f => return out,
+            _ = beat.tick() => heartbeat.beat(),
+        }
+    }
 }
 
 fn set_state(state: &UplinkState, url: &str, what: &str, error: Option<String>) {
@@ -402,14 +417,37 @@ fn ws_failure(e: tungstenite::Error, cfg: &UpstreamConfig) -> UplinkError {
     }
 }
 
-/// Sends one message; a failure ends the session.
-async fn send(ws: &mut Ws, url: &str, m: &AgentMessage) -> Result<(), UplinkError> {
-    ws.send(Message::text(proto::encode(m)))
-        .await
-        .map_err(|e| UplinkError::Lost {
-            url: url.to_string(),
-            detail: e.to_string(),
-        })
+/// Where a session sends: the socket, its URL for messages, and the
+/// watchdog's heartbeat, kept beating while a send waits on a slow link.
+struct Link<'a> {
+    ws: &'a mut Ws,
+    url: &'a str,
+    heartbeat: &'a Heartbeat,
+    /// A send that waits longer than this means the connection is dead.
+    timeout: Duration,
+}
+
+impl Link<'_> {
+    /// Sends one message; a failure ends the session.
+    async fn send(&mut self, m: &AgentMessage) -> Result<(), UplinkError> {
+        self.frame(Message::text(proto::encode(m))).await
+    }
+
+    async fn frame(&mut self, frame: Message) -> Result<(), UplinkError> {
+        let lost = |detail: String| UplinkError::Lost {
+            url: self.url.to_string(),
+            detail,
+        };
+        match tokio::time::timeout(self.timeout, beating(self.heartbeat, self.ws.send(frame))).await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(lost(e.to_string())),
+            Err(_) => Err(lost(format!(
+                "a send waited {} s (timeout_s): the connection is dead",
+                self.timeout.as_secs()
+            ))),
+        }
+    }
 }
 
 impl Client {
@@ -484,31 +522,40 @@ impl Client {
             highest_seq: highest,
             acked_seq: acked,
         };
-        send(&mut ws, url, &AgentMessage::Hello(hello)).await?;
-        let welcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-            loop {
-                match ws.next().await {
-                    Some(Ok(Message::Text(t))) => return decode(url, &t),
-                    Some(Ok(Message::Close(f))) => {
-                        return Err(UplinkError::Lost {
-                            url: url.to_string(),
-                            detail: format!(
-                                "closed before its welcome{}",
-                                f.map(|f| format!(": {}", f.reason)).unwrap_or_default()
-                            ),
-                        });
-                    }
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => return Err(ws_failure(e, cfg)),
-                    None => {
-                        return Err(UplinkError::Lost {
-                            url: url.to_string(),
-                            detail: "closed before its welcome".into(),
-                        });
+        let mut link = Link {
+            ws: &mut ws,
+            url,
+            heartbeat: &ctx.heartbeat,
+            timeout: cfg.dead_after,
+        };
+        link.send(&AgentMessage::Hello(hello)).await?;
+        let welcome = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            beating(&ctx.heartbeat, async {
+                loop {
+                    match link.ws.next().await {
+                        Some(Ok(Message::Text(t))) => return decode(url, &t),
+                        Some(Ok(Message::Close(f))) => {
+                            return Err(UplinkError::Lost {
+                                url: url.to_string(),
+                                detail: format!(
+                                    "closed before its welcome{}",
+                                    f.map(|f| format!(": {}", f.reason)).unwrap_or_default()
+                                ),
+                            });
+                        }
+                        Some(Ok(_)) => continue,
+                        Some(Err(e)) => return Err(ws_failure(e, cfg)),
+                        None => {
+                            return Err(UplinkError::Lost {
+                                url: url.to_string(),
+                                detail: "closed before its welcome".into(),
+                            });
+                        }
                     }
                 }
-            }
-        })
+            }),
+        )
         .await
         .map_err(|_| UplinkError::Protocol {
             url: url.to_string(),
@@ -572,6 +619,7 @@ impl Client {
 
         let mut ping = tokio::time::interval(cfg.ping_every);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut beat = tokio::time::interval(BEAT);
         let mut heard = Instant::now();
         let mut next_read = Instant::now();
         let mut pending_since: Option<Instant> = None;
@@ -580,17 +628,17 @@ impl Client {
             let room = window.read_after().is_some();
             tokio::select! {
                 _ = ctx.shutdown.changed() => {
-                    let _ = ws.close(None).await;
+                    let _ = link.ws.close(None).await;
                     return Ok(());
                 }
                 changed = ctx.config.changed() => {
-                    let _ = ws.close(None).await;
+                    let _ = link.ws.close(None).await;
                     if changed.is_ok() {
                         tracing::info!("uplink: [upstream] changed, reconnecting");
                     }
                     return Ok(());
                 }
-                m = ws.next() => {
+                m = link.ws.next() => {
                     heard = Instant::now();
                     let text = match m {
                         Some(Ok(Message::Text(t))) => t,
@@ -604,10 +652,11 @@ impl Client {
                         Some(Err(e)) => return Err(ws_failure(e, cfg)),
                         None => return Err(UplinkError::Lost { url: url.to_string(), detail: "the connection closed".into() }),
                     };
-                    self.handle(ctx, &mut ws, url, &mut window, decode(url, &text)?).await?;
+                    self.handle(ctx, &mut link, &mut window, decode(url, &text)?).await?;
                 }
+                _ = beat.tick() => {}
                 Some(outcome) = results.recv() => {
-                    send(&mut ws, url, &AgentMessage::Result(outcome)).await?;
+                    link.send(&AgentMessage::Result(outcome)).await?;
                 }
                 _ = ping.tick() => {
                     let now = Instant::now();
@@ -617,7 +666,7 @@ impl Client {
                             detail: format!("nothing heard for {} s (timeout_s): the connection is dead", cfg.dead_after.as_secs()),
                         });
                     }
-                    ws.send(Message::Ping(Vec::new().into())).await.map_err(|e| UplinkError::Lost { url: url.to_string(), detail: e.to_string() })?;
+                    link.frame(Message::Ping(Vec::new().into())).await?;
                 }
                 _ = tokio::time::sleep_until(next_read), if room => {
                     let Some(after) = window.read_after() else { continue };
@@ -632,7 +681,7 @@ impl Client {
                         pending_since = None;
                         let batch = to_batch(records, &clock);
                         let (first, last, n) = (batch.first, batch.last, batch.records.len());
-                        send(&mut ws, url, &AgentMessage::Batch(batch)).await?;
+                        link.send(&AgentMessage::Batch(batch)).await?;
                         window.sent(first, last, n, now.into_std());
                         next_read = now;
                     } else {
@@ -646,12 +695,12 @@ impl Client {
 
     async fn handle(
         &mut self,
-        ctx: &mut UplinkContext,
-        ws: &mut Ws,
-        url: &str,
+        ctx: &UplinkContext,
+        link: &mut Link<'_>,
         window: &mut Window,
         m: Incoming<UpstreamMessage>,
     ) -> Result<(), UplinkError> {
+        let url = link.url;
         let protocol = |detail: String| UplinkError::Protocol {
             url: url.to_string(),
             detail,
@@ -741,7 +790,7 @@ impl Client {
                         "error": format!("sitelink {} cannot apply updates yet; install {} by hand", env!("CARGO_PKG_VERSION"), offer.version)
                     }),
                 };
-                send(ws, url, &AgentMessage::Result(outcome)).await?;
+                link.send(&AgentMessage::Result(outcome)).await?;
             }
             Incoming::Known(UpstreamMessage::Error { error }) => {
                 return Err(UplinkError::Upstream {
@@ -762,7 +811,7 @@ impl Client {
                             "error": format!("unknown message type `{kind}` (this agent speaks {})", proto::SUBPROTOCOL)
                         }),
                     };
-                    send(ws, url, &AgentMessage::Result(outcome)).await?;
+                    link.send(&AgentMessage::Result(outcome)).await?;
                 }
             }
         }
