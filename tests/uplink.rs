@@ -424,11 +424,13 @@ fn a_bad_config_push_is_refused_and_a_good_one_applied() {
     );
 
     let good = dir.path().join("good.toml");
+    // A changed [upstream] too: the uplink reconnects, and the result still
+    // gets back.
     let second = agent_config(
         &site,
         &addr,
         &[("g1", "event", 70), ("g2", "event", 10)],
-        "",
+        "window = 2\n",
     );
     std::fs::write(&good, &second).expect("good");
     let out = hub_cli(&site, &["push-config", AGENT, p(&good)]);
@@ -443,8 +445,16 @@ fn a_bad_config_push_is_refused_and_a_good_one_applied() {
         second
     );
     assert!(text(&cli(&site, &["command", "g1", "ping"]).stdout).contains("\"rate\":70.0"));
-    let out = hub_cli(&site, &["command", AGENT, "g2", "ping"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    agent.wait_for("[upstream] changed, reconnecting", Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = hub_cli(&site, &["command", AGENT, "g2", "ping"]);
+        if out.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", text(&out.stderr));
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

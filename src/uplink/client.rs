@@ -138,7 +138,7 @@ pub async fn run(mut ctx: UplinkContext) {
     tracing::info!(url = %cfg.url, "uplink started");
     loop {
         ctx.heartbeat.beat();
-        if *ctx.shutdown.borrow() {
+        if stopping(&ctx) {
             break;
         }
         let cfg = ctx.config.borrow_and_update().clone();
@@ -146,11 +146,15 @@ pub async fn run(mut ctx: UplinkContext) {
         backoff.max = cfg.backoff_max;
         set_state(&ctx.state, &cfg.url, "connecting", None);
         let started = Instant::now();
-        let end = match beating(&ctx.heartbeat, connect(&cfg)).await {
+        let connected = tokio::select! {
+            c = beating(&ctx.heartbeat, connect(&cfg)) => c,
+            _ = ctx.shutdown.changed() => break,
+        };
+        let end = match connected {
             Ok(ws) => client.session(&mut ctx, &cfg, ws, &mut results_rx).await,
             Err(e) => Err(e),
         };
-        if *ctx.shutdown.borrow() {
+        if stopping(&ctx) {
             break;
         }
         if started.elapsed() >= STABLE_AFTER {
@@ -180,8 +184,7 @@ pub async fn run(mut ctx: UplinkContext) {
                     if Instant::now() >= until { break; }
                 }
                 _ = ctx.shutdown.changed() => break,
-                changed = ctx.config.changed() => {
-                    if changed.is_err() { break; }
+                _ = ctx.config.changed() => {
                     backoff.reset();
                     break;
                 }
@@ -193,6 +196,13 @@ pub async fn run(mut ctx: UplinkContext) {
     }
     set_state(&ctx.state, &cfg.url, "stopped", None);
     tracing::info!("uplink stopped");
+}
+
+/// Whether the task must end: asked to, or its daemon side is gone.
+fn stopping(ctx: &UplinkContext) -> bool {
+    *ctx.shutdown.borrow()
+        || ctx.shutdown.has_changed().is_err()
+        || ctx.config.has_changed().is_err()
 }
 
 /// Awaits `f`, beating the heartbeat meanwhile: a slow connection attempt
