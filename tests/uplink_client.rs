@@ -213,3 +213,79 @@ async fn a_hub_certificate_not_valid_yet_is_a_clock_problem_and_collection_goes_
     let _ = up.task.await;
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_behind_the_upstream_numbers_new_records_above_what_it_holds() {
+    use sitelink::hub::store::HubStore;
+    use sitelink::uplink::proto::{self, Batch, Hello, WireRecord};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki_dir = dir.path().join("pki");
+    pki::init(&pki_dir, false).expect("CA");
+    pki::issue_agent(&pki_dir, AGENT, false).expect("agent");
+    pki::issue_hub(&pki_dir, &["127.0.0.1".into()], false).expect("hub");
+    // The hub already holds this agent's records up to epoch 9: the agent's
+    // data directory has since been replaced by a fresh one.
+    let theirs = (9u64 << 32) + 5;
+    {
+        let mut hub = SqliteHub::open(&dir.path().join("hub")).expect("hub db");
+        let hello = Hello {
+            version: proto::VERSION,
+            agent: AGENT.into(),
+            software: "earlier".into(),
+            boot_id: "b".into(),
+            clock_ms: 0,
+            clock_synced: true,
+            mono_ms: 0,
+            highest_seq: theirs,
+            acked_seq: 0,
+        };
+        hub.hello(&hello, "test").expect("hello");
+        let record = WireRecord {
+            seq: theirs,
+            class: "event".into(),
+            device: "d".into(),
+            kind: "k".into(),
+            payload: proto::payload("{}"),
+            time_ms: 0,
+            mono_ms: 0,
+            boot_id: "b".into(),
+            clock_synced: true,
+            est_time_ms: None,
+        };
+        let batch = Batch {
+            first: theirs,
+            last: theirs,
+            records: vec![record],
+        };
+        hub.store(AGENT, &batch).expect("store");
+    }
+    let store = store(&dir.path().join("agent"));
+    let hub = Hub::start(HubOptions {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        pki: pki_dir.clone(),
+        data: dir.path().join("hub"),
+    })
+    .await
+    .expect("hub");
+    let up = start_uplink(&store, upstream(&pki_dir, &hub.addr.to_string(), 10));
+    wait_until("connected", Duration::from_secs(10), || {
+        up.state.get().is_some_and(|s| s.state == "connected")
+    })
+    .await;
+    let seq = store
+        .handle()
+        .append(NewRecord::new(Class::Event, "d", "after", "{}"))
+        .await
+        .expect("append");
+    assert!(seq > theirs, "{seq:#x} is not above {theirs:#x}");
+    let hub_dir = dir.path().join("hub");
+    wait_until("delivered", Duration::from_secs(10), || {
+        SqliteHub::open_read(&hub_dir)
+            .and_then(|h| h.records(&HubFilter::default()))
+            .is_ok_and(|rs| rs.iter().any(|r| r.seq == seq && r.kind == "after"))
+    })
+    .await;
+    let _ = up.stop.send(true);
+    let _ = up.task.await;
+    hub.stop().await;
+}

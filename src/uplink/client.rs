@@ -595,12 +595,16 @@ impl Client {
         };
         let offset = clock.upstream_ms - crate::clock::wall_ms();
         if welcome.acked_seq > highest {
+            // New records must not reuse numbers the upstream already holds:
+            // it would take them for resends.
+            let next = ctx.store.move_past(welcome.acked_seq).await?;
             tracing::error!(
                 upstream_acked = welcome.acked_seq,
                 highest,
-                "the upstream holds records of this agent beyond any it has: the data directory \
-                 was replaced or another machine uses the id {}; new records below that number \
-                 would be taken as repeats",
+                next,
+                "the upstream holds records of agent {} beyond any in this store: the data \
+                 directory was restored or replaced, or another machine uses this id; \
+                 new records are numbered above the upstream's",
                 ctx.agent
             );
         }
