@@ -43,8 +43,15 @@ const MAX_REQUEST: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
-    #[error("{0}")]
-    Tls(#[from] tls::TlsError),
+    #[error(
+        "{source}: the hub needs ca.pem, hub.pem and hub.key in {dir} \
+         (`sitelink pki init --dir {dir}` and `sitelink pki issue-hub --dir {dir} --name NAME` make them)"
+    )]
+    Pki {
+        dir: PathBuf,
+        #[source]
+        source: tls::TlsError,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -105,7 +112,11 @@ impl Hub {
             &opts.pki.join(pki::CA_CERT),
             &opts.pki.join(pki::HUB_CERT),
             &opts.pki.join(pki::HUB_KEY),
-        )?;
+        )
+        .map_err(|source| HubError::Pki {
+            dir: opts.pki.clone(),
+            source,
+        })?;
         let listener = TcpListener::bind(opts.listen)
             .await
             .map_err(|source| HubError::Listen {
