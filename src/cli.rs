@@ -81,6 +81,103 @@ pub enum Command {
         #[command(subcommand)]
         device: SimCommand,
     },
+    /// The site's certificates: a CA, one per agent, one for the hub.
+    Pki {
+        #[command(subcommand)]
+        action: PkiCommand,
+    },
+    /// The reference upstream: serve agents, or talk to a running hub.
+    Hub(HubArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PkiCommand {
+    /// A new site CA: DIR/ca.pem and DIR/ca.key.
+    Init {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// A certificate for one agent: DIR/agent-ID.pem and DIR/agent-ID.key.
+    IssueAgent {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The agent's id (its [agent] id).
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// The hub's certificate: DIR/hub.pem and DIR/hub.key.
+    IssueHub {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// A DNS name or IP address agents use to reach the hub; repeat for several.
+        #[arg(long = "name", value_name = "DNS-OR-IP", required = true)]
+        names: Vec<String>,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct HubArgs {
+    /// Address to listen on, e.g. 0.0.0.0:8443.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// The PKI directory with ca.pem, hub.pem and hub.key.
+    #[arg(long, value_name = "DIR")]
+    pub pki: Option<PathBuf>,
+    /// Where the hub keeps hub.db and its control socket.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    #[command(subcommand)]
+    pub action: Option<HubCommand>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HubCommand {
+    /// Ask a device of a connected agent to do something; prints its answer.
+    Command {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        agent: String,
+        device: String,
+        action: String,
+        args: Vec<String>,
+    },
+    /// Send a new config file to a connected agent; prints what it did.
+    PushConfig {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        agent: String,
+        file: PathBuf,
+    },
+    /// What arrived, oldest first.
+    Records {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        device: Option<String>,
+        /// The newest this many; 0: all.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// One JSON object per line, as `sitelink records --json`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The agents the hub knows, with their last hello.
+    Agents {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -188,6 +285,38 @@ pub struct SimEgmArgs {
     /// Seed for games and faults: the same seed plays the same games.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
+}
+
+/// The fields of one line of `records --json` (the agent's and the hub's).
+struct JsonRecord<'a> {
+    seq: u64,
+    agent: &'a str,
+    class: &'a str,
+    device: &'a str,
+    kind: &'a str,
+    wall_ms: i64,
+    mono_ms: i64,
+    boot_id: &'a str,
+    clock_synced: bool,
+    payload: &'a str,
+}
+
+fn record_json(r: &JsonRecord<'_>) -> serde_json::Value {
+    let payload: serde_json::Value = serde_json::from_str(r.payload)
+        .unwrap_or_else(|_| serde_json::Value::String(r.payload.to_string()));
+    serde_json::json!({
+        "seq": r.seq,
+        "agent": r.agent,
+        "class": r.class,
+        "device": r.device,
+        "kind": r.kind,
+        "time": format_ms(r.wall_ms),
+        "time_ms": r.wall_ms,
+        "mono_ms": r.mono_ms,
+        "boot_id": r.boot_id,
+        "clock_synced": r.clock_synced,
+        "payload": payload,
+    })
 }
 
 /// An error for the person at the terminal, with its exit code.
@@ -307,20 +436,17 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| failed(format!("sitelink records: {e}")))?;
             for r in records {
                 if json {
-                    let payload: serde_json::Value = serde_json::from_str(&r.payload)
-                        .unwrap_or(serde_json::Value::String(r.payload.clone()));
-                    let line = serde_json::json!({
-                        "seq": r.seq,
-                        "agent": r.agent,
-                        "class": r.class,
-                        "device": r.device,
-                        "kind": r.kind,
-                        "time": format_ms(r.wall_ms),
-                        "time_ms": r.wall_ms,
-                        "mono_ms": r.mono_ms,
-                        "boot_id": r.boot_id,
-                        "clock_synced": r.clock_synced,
-                        "payload": payload,
+                    let line = record_json(&JsonRecord {
+                        seq: r.seq,
+                        agent: &r.agent,
+                        class: r.class.as_str(),
+                        device: &r.device,
+                        kind: &r.kind,
+                        wall_ms: r.wall_ms,
+                        mono_ms: r.mono_ms,
+                        boot_id: &r.boot_id,
+                        clock_synced: r.clock_synced,
+                        payload: &r.payload,
                     });
                     println!("{line}");
                 } else {
@@ -375,9 +501,9 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                     }
                 }
                 Response::Error { error } => Err(bad_input(format!("sitelink command: {error}"))),
-                Response::Pong { .. } => {
-                    Err(failed("sitelink command: the daemon answered a ping"))
-                }
+                Response::Pong { .. } | Response::Uplink { .. } => Err(failed(
+                    "sitelink command: the daemon answered something else",
+                )),
             }
         }
         Command::Demo { duration } => {
@@ -396,6 +522,8 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 ))
             }
         }
+        Command::Pki { action } => pki(action),
+        Command::Hub(args) => hub(args),
         Command::Sim {
             device: SimCommand::Egm(args),
         } => {
@@ -425,5 +553,176 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                     e => bad_input(format!("sitelink sim tv: {e}")),
                 })
         }
+    }
+}
+
+fn pki(action: PkiCommand) -> Result<(), Failure> {
+    use crate::pki::PkiError;
+    let written = match action {
+        PkiCommand::Init { dir, force } => crate::pki::init(&dir, force),
+        PkiCommand::IssueAgent { dir, id, force } => crate::pki::issue_agent(&dir, &id, force),
+        PkiCommand::IssueHub { dir, names, force } => crate::pki::issue_hub(&dir, &names, force),
+    };
+    match written {
+        Ok(files) => {
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+            Ok(())
+        }
+        Err(
+            e @ (PkiError::Exists(_)
+            | PkiError::BadId { .. }
+            | PkiError::BadName(_)
+            | PkiError::NoName
+            | PkiError::NoCa(_)),
+        ) => Err(bad_input(format!("sitelink pki: {e}"))),
+        Err(e) => Err(failed(format!("sitelink pki: {e}"))),
+    }
+}
+
+fn hub(args: HubArgs) -> Result<(), Failure> {
+    use crate::hub::store::{HubFilter, SqliteHub};
+    use crate::hub::{ControlRequest, ControlResponse};
+    let ask = |data: &Path, req: ControlRequest, what: &str| -> Result<(), Failure> {
+        let answer = runtime()?
+            .block_on(crate::hub::call(data, &req))
+            .map_err(|e| failed(format!("sitelink hub {what}: {e}")))?;
+        match answer {
+            ControlResponse::Result(o) => {
+                let text = format!("{what}: {} {}", status_word(o.status), o.detail);
+                match o.status {
+                    crate::uplink::proto::Status::Done => {
+                        println!("{text}");
+                        Ok(())
+                    }
+                    crate::uplink::proto::Status::Failed => Err(failed(text)),
+                    crate::uplink::proto::Status::Rejected => Err(bad_input(text)),
+                }
+            }
+            ControlResponse::Error { error } => {
+                Err(failed(format!("sitelink hub {what}: {error}")))
+            }
+            ControlResponse::Connected { .. } => Err(failed("sitelink hub: unexpected answer")),
+        }
+    };
+    match args.action {
+        None => {
+            let (Some(listen), Some(pki), Some(data)) = (args.listen, args.pki, args.data) else {
+                return Err(bad_input(
+                    "sitelink hub: give --listen ADDR --pki DIR --data DIR to serve, or a subcommand (see --help)",
+                ));
+            };
+            crate::daemon::logging::init("info");
+            runtime()?
+                .block_on(crate::hub::run(crate::hub::HubOptions {
+                    listen,
+                    pki,
+                    data,
+                }))
+                .map_err(|e| failed(format!("sitelink hub: {e}")))
+        }
+        Some(HubCommand::Command {
+            data,
+            agent,
+            device,
+            action,
+            args,
+        }) => {
+            let what = format!("{agent} {device} {action}");
+            let req = ControlRequest::Command {
+                agent,
+                device,
+                action,
+                args,
+            };
+            ask(&data, req, &what)
+        }
+        Some(HubCommand::PushConfig { data, agent, file }) => {
+            let toml = std::fs::read_to_string(&file).map_err(|e| {
+                bad_input(format!("sitelink hub push-config: {}: {e}", file.display()))
+            })?;
+            let what = format!("config for {agent}");
+            ask(&data, ControlRequest::Config { agent, toml }, &what)
+        }
+        Some(HubCommand::Records {
+            data,
+            agent,
+            device,
+            limit,
+            json,
+        }) => {
+            let hub = SqliteHub::open_read(&data)
+                .map_err(|e| failed(format!("sitelink hub records: {e}")))?;
+            let records = hub
+                .records(&HubFilter {
+                    agent,
+                    device,
+                    limit,
+                })
+                .map_err(|e| failed(format!("sitelink hub records: {e}")))?;
+            for r in records {
+                if json {
+                    let line = record_json(&JsonRecord {
+                        seq: r.seq,
+                        agent: &r.agent,
+                        class: &r.class,
+                        device: &r.device,
+                        kind: &r.kind,
+                        wall_ms: r.time_ms,
+                        mono_ms: r.mono_ms,
+                        boot_id: &r.boot_id,
+                        clock_synced: r.clock_synced,
+                        payload: &r.payload,
+                    });
+                    println!("{line}");
+                } else {
+                    println!(
+                        "{:<12} {:>16} {}{} {:<10} {:<12} {:<18} {}",
+                        r.agent,
+                        r.seq,
+                        format_ms(r.time_ms),
+                        if r.clock_synced { " " } else { "?" },
+                        r.class,
+                        r.device,
+                        r.kind,
+                        r.payload
+                    );
+                }
+            }
+            Ok(())
+        }
+        Some(HubCommand::Agents { data, json }) => {
+            let hub = SqliteHub::open_read(&data)
+                .map_err(|e| failed(format!("sitelink hub agents: {e}")))?;
+            let agents = hub
+                .agents()
+                .map_err(|e| failed(format!("sitelink hub agents: {e}")))?;
+            for a in agents {
+                if json {
+                    println!("{}", serde_json::to_string(&a).map_err(failed)?);
+                } else {
+                    println!(
+                        "{:<16} last hello {} from {}, {}, {} records ({} repeats ignored), acknowledged up to {}",
+                        a.agent,
+                        format_ms(a.last_hello_ms),
+                        a.peer,
+                        a.software,
+                        a.records,
+                        a.repeats,
+                        a.acked_seq
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn status_word(s: crate::uplink::proto::Status) -> &'static str {
+    match s {
+        crate::uplink::proto::Status::Done => "done",
+        crate::uplink::proto::Status::Failed => "failed",
+        crate::uplink::proto::Status::Rejected => "rejected",
     }
 }

@@ -2,6 +2,7 @@
 //! A Unix stream socket in `data_dir`; one JSON line in, one JSON line out.
 
 use crate::daemon::dispatch::{CommandReply, CommandRequest, Dispatcher};
+use crate::uplink::{UplinkState, UplinkStatus};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,14 +29,25 @@ pub enum Request {
         #[serde(default)]
         args: Vec<String>,
     },
+    /// Where the uplink stands.
+    Uplink,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Response {
-    Pong { pid: u32, version: String },
+    Pong {
+        pid: u32,
+        version: String,
+    },
     Command(CommandReply),
-    Error { error: String },
+    /// `None`: no `[upstream]`.
+    Uplink {
+        status: Option<UplinkStatus>,
+    },
+    Error {
+        error: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,11 +67,11 @@ pub enum ControlError {
 }
 
 /// Serves the socket until the task is dropped.
-pub async fn serve(listener: UnixListener, dispatcher: Dispatcher) {
+pub async fn serve(listener: UnixListener, dispatcher: Dispatcher, uplink: UplinkState) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(handle(stream, dispatcher.clone()));
+                tokio::spawn(handle(stream, dispatcher.clone(), uplink.clone()));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "control socket accept failed");
@@ -91,7 +103,7 @@ pub fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-async fn handle(stream: UnixStream, dispatcher: Dispatcher) {
+async fn handle(stream: UnixStream, dispatcher: Dispatcher, uplink: UplinkState) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let response = match BufReader::new(read.take(MAX_REQUEST))
@@ -107,6 +119,9 @@ async fn handle(stream: UnixStream, dispatcher: Dispatcher) {
         Ok(_) => match serde_json::from_str::<Request>(&line) {
             Err(e) => Response::Error {
                 error: format!("bad request: {e}"),
+            },
+            Ok(Request::Uplink) => Response::Uplink {
+                status: uplink.get(),
             },
             Ok(Request::Ping) => Response::Pong {
                 pid: std::process::id(),

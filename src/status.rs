@@ -5,6 +5,7 @@ use crate::clock::{self, format_ms};
 use crate::config::Config;
 use crate::control::{self, Request, Response};
 use crate::store::{DB_FILE, Reader, StoreError, StoreStatus};
+use crate::uplink::UplinkStatus;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,6 +28,13 @@ pub struct ClockState {
 }
 
 #[derive(Debug, Serialize)]
+pub struct UplinkReport {
+    pub url: String,
+    /// What the running daemon says; `None` when it does not answer.
+    pub live: Option<UplinkStatus>,
+}
+
+#[derive(Debug, Serialize)]
 pub struct StatusReport {
     pub version: String,
     pub agent: String,
@@ -34,6 +42,8 @@ pub struct StatusReport {
     pub daemon: DaemonState,
     pub clock: ClockState,
     pub store: StoreStatus,
+    /// `None`: no `[upstream]` configured.
+    pub uplink: Option<UplinkReport>,
     /// Files named `*.corrupt-*` in the data directory.
     pub quarantined_files: Vec<PathBuf>,
 }
@@ -66,6 +76,29 @@ pub async fn gather(config: &Config) -> Result<StatusReport, StoreError> {
             detail: Some(e.to_string()),
         },
     };
+    let uplink = match &config.upstream {
+        None => None,
+        Some(u) => {
+            let live = if daemon.running {
+                match control::call(
+                    &config.agent.data_dir,
+                    &Request::Uplink,
+                    Duration::from_secs(2),
+                )
+                .await
+                {
+                    Ok(Response::Uplink { status }) => status,
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            Some(UplinkReport {
+                url: u.url.clone(),
+                live,
+            })
+        }
+    };
     let db = config.agent.data_dir.join(DB_FILE);
     let (store, unsynced) = {
         let db = db.clone();
@@ -87,6 +120,7 @@ pub async fn gather(config: &Config) -> Result<StatusReport, StoreError> {
             unsynced_records: unsynced,
         },
         store,
+        uplink,
         quarantined_files: quarantined_files(&config.agent.data_dir),
     })
 }
@@ -204,6 +238,64 @@ fn when(now: i64, ms: i64) -> String {
 }
 
 impl StatusReport {
+    /// The uplink's lines: connection, drain, what was set aside.
+    fn render_uplink(&self, now: i64) -> String {
+        let backlog: i64 = self.store.classes.iter().map(|c| c.backlog).sum();
+        let Some(u) = &self.uplink else {
+            return "uplink:    none ([upstream] is not configured): records stay on this machine\n"
+                .to_string();
+        };
+        let Some(live) = &u.live else {
+            return format!(
+                "uplink:    {} (state unknown: the daemon does not answer), backlog {backlog} records\n",
+                u.url
+            );
+        };
+        let mut out = match live.state.as_str() {
+            "connected" => format!(
+                "uplink:    connected to {} since {}{}\n",
+                u.url,
+                when(now, live.since_ms),
+                live.upstream
+                    .as_ref()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default()
+            ),
+            "waiting" => format!(
+                "uplink:    NOT CONNECTED to {}: retrying in {} ms\n",
+                u.url,
+                live.retry_in_ms.unwrap_or(0)
+            ),
+            other => format!("uplink:    {other} {}\n", u.url),
+        };
+        out.push_str(&format!(
+            "           backlog {backlog} records, draining {:.0} records/s, {} delivered since start, last sync {}\n",
+            live.drain_per_s,
+            live.delivered,
+            live.last_sync_ms
+                .map_or("never (this run)".to_string(), |ms| when(now, ms))
+        ));
+        if let Some(offset) = live.clock_offset_ms
+            && offset.abs() >= 2000
+        {
+            out.push_str(&format!(
+                "           the upstream's clock is {:.1} s {} ours\n",
+                offset.abs() as f64 / 1000.0,
+                if offset > 0 { "ahead of" } else { "behind" }
+            ));
+        }
+        if live.set_aside_batches > 0 {
+            out.push_str(&format!(
+                "SET ASIDE: {} batches ({} records) the upstream rejected as malformed (kept here, see `sitelink records --device uplink`)\n",
+                live.set_aside_batches, live.set_aside_records
+            ));
+        }
+        if let Some(e) = &live.last_error {
+            out.push_str(&format!("           last error: {e}\n"));
+        }
+        out
+    }
+
     /// The human form.
     pub fn render(&self) -> String {
         let now = self.clock.now_ms;
@@ -269,6 +361,7 @@ impl StatusReport {
             ),
             None => "last sync: never\n".to_string(),
         });
+        out.push_str(&self.render_uplink(now));
         for d in &s.drops {
             out.push_str(&format!(
                 "DROPPED:   {} {} records of {} ({}), seq {}..{}, last {}\n",

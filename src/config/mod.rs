@@ -12,8 +12,10 @@ mod reload;
 mod sas;
 mod store;
 mod tv;
+mod upstream;
 
 pub use diagnostic::{ConfigError, Diagnostic};
+pub use names::name_problem;
 pub use reload::{Changes, ReloadPlan, reload_plan};
 
 use crate::store::Class;
@@ -41,6 +43,8 @@ pub struct Config {
     pub generators: Vec<GeneratorConfig>,
     pub sas: Vec<SasLineConfig>,
     pub tvs: Vec<TvConfig>,
+    /// `None`: no `[upstream]`, records stay on this machine.
+    pub upstream: Option<UpstreamConfig>,
 }
 
 /// `[agent]`
@@ -156,6 +160,35 @@ pub struct RelayConfig {
     pub cycle_off: Duration,
 }
 
+/// `[upstream]`: where the uplink delivers, over mutual TLS.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpstreamConfig {
+    /// As written: `wss://HOST[:PORT][/PATH]`.
+    pub url: String,
+    /// The host, the name the upstream's certificate must carry (no brackets).
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+    /// PEM: the CA that signed the upstream's certificate.
+    pub ca: PathBuf,
+    /// PEM: this agent's certificate and its key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Most records in one batch.
+    pub batch_records: usize,
+    /// How long records may wait for a batch to fill.
+    pub batch_wait: Duration,
+    /// Batches in flight before an acknowledgement.
+    pub window: usize,
+    /// Waits between connection attempts (capped exponential, full jitter).
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// WebSocket pings on a quiet connection...
+    pub ping_every: Duration,
+    /// ...and silence after which it counts as dead.
+    pub dead_after: Duration,
+}
+
 /// `[[generator]]`: a synthetic device, the load generator for tests and benchmarks.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GeneratorConfig {
@@ -265,6 +298,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let sas = r.each_table("sas", |l| sas::read(l, &mut devices, &mut ports));
     let mut claims = tv::Claims::default();
     let tvs = r.each_table("tv", |t| tv::read(t, &mut devices, &mut claims));
+    let wants_upstream = r.has("upstream");
+    let upstream = r.section("upstream", |u| {
+        wants_upstream.then(|| upstream::read(u)).flatten()
+    });
     r.finish();
     diags.finish()?;
     Ok(Config {
@@ -274,6 +311,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         generators,
         sas,
         tvs,
+        upstream,
     })
 }
 
@@ -402,6 +440,7 @@ mod tests {
             generators: Vec::new(),
             sas: Vec::new(),
             tvs: Vec::new(),
+            upstream: None,
         };
         assert_eq!(config, expected);
         // A file with only headers must give the same: the defaults live in code too.

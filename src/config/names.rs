@@ -11,7 +11,7 @@ use toml::Spanned;
 const NAME_RULE: &str = "1 to 64 letters, digits, `.`, `_` or `-`";
 
 /// Why `name` is not a valid agent or device name, if it is not.
-pub(super) fn name_problem(name: &str) -> Option<String> {
+pub fn name_problem(name: &str) -> Option<String> {
     let len = name.chars().count();
     if len == 0 {
         return Some("is empty".to_string());

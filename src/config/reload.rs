@@ -77,6 +77,8 @@ pub struct ReloadPlan {
     /// TVs; a TV whose relay changed is restarted like any other change.
     pub tvs: Changes<TvConfig>,
     pub store_changed: bool,
+    /// `[upstream]` added, removed or changed: the uplink reconnects.
+    pub upstream_changed: bool,
     pub log_level_changed: bool,
     /// Changes a reload cannot apply, as sentences for the log.
     pub needs_restart: Vec<String>,
@@ -88,6 +90,7 @@ impl ReloadPlan {
             && self.sas.is_empty()
             && self.tvs.is_empty()
             && !self.store_changed
+            && !self.upstream_changed
             && !self.log_level_changed
             && self.needs_restart.is_empty()
     }
@@ -99,6 +102,7 @@ pub fn reload_plan(old: &Config, new: &Config) -> ReloadPlan {
         sas: changes(&old.sas, &new.sas),
         tvs: changes(&old.tvs, &new.tvs),
         store_changed: old.store != new.store,
+        upstream_changed: old.upstream != new.upstream,
         log_level_changed: old.agent.log_level != new.agent.log_level,
         needs_restart: Vec::new(),
     };

@@ -8,9 +8,13 @@ pub mod service;
 pub mod task;
 
 use crate::adb::proto::AdbKey;
-use crate::config::{Config, GeneratorConfig, ReloadPlan, SasLineConfig, TvConfig, reload_plan};
+use crate::config::{
+    Config, GeneratorConfig, ReloadPlan, SasLineConfig, TvConfig, UpstreamConfig, reload_plan,
+};
 use crate::generator::{self, GeneratorStats};
 use crate::store::{Policy, Reader, Store, StoreError, StoreHandle, StoreOptions, WriterHealth};
+use crate::uplink::UplinkState;
+use crate::uplink::client::{ReloadRequest, UplinkContext};
 use dispatch::Dispatcher;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -55,6 +59,17 @@ struct Spawn {
     heartbeat: Arc<Heartbeat>,
 }
 
+/// The uplink task and how to steer it.
+struct RunningUplink {
+    config: watch::Sender<UpstreamConfig>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    heartbeat: Arc<Heartbeat>,
+}
+
+/// Pushed configs wait here for the service loop (`take_reload_requests`).
+const RELOAD_QUEUE: usize = 4;
+
 /// The running agent.
 pub struct Daemon {
     config: Config,
@@ -64,6 +79,10 @@ pub struct Daemon {
     control: JoinHandle<()>,
     /// The site's ADB key, loaded (or made) when the first TV starts.
     adb_key: Option<Arc<AdbKey>>,
+    uplink: Option<RunningUplink>,
+    uplink_state: UplinkState,
+    reload_tx: mpsc::Sender<ReloadRequest>,
+    reload_rx: Option<mpsc::Receiver<ReloadRequest>>,
 }
 
 /// A task that has not shown a sign of life for too long.
@@ -96,7 +115,13 @@ impl Daemon {
                 source,
             }
         })?;
-        let control = tokio::spawn(crate::control::serve(listener, dispatcher.clone()));
+        let uplink_state = UplinkState::default();
+        let control = tokio::spawn(crate::control::serve(
+            listener,
+            dispatcher.clone(),
+            uplink_state.clone(),
+        ));
+        let (reload_tx, reload_rx) = mpsc::channel(RELOAD_QUEUE);
         let mut daemon = Daemon {
             config,
             store,
@@ -104,6 +129,10 @@ impl Daemon {
             devices: BTreeMap::new(),
             control,
             adb_key: None,
+            uplink: None,
+            uplink_state,
+            reload_tx,
+            reload_rx: Some(reload_rx),
         };
         for g in daemon.config.generators.clone() {
             daemon.start_generator(g).await;
@@ -113,6 +142,9 @@ impl Daemon {
         }
         for t in daemon.config.tvs.clone() {
             daemon.start_tv(t).await;
+        }
+        if let Some(u) = daemon.config.upstream.clone() {
+            daemon.start_uplink(u);
         }
         tracing::info!(summary = %daemon.config.summary(), "sitelink started");
         Ok(daemon)
@@ -293,6 +325,52 @@ impl Daemon {
         }
     }
 
+    fn start_uplink(&mut self, cfg: UpstreamConfig) {
+        let (config, config_rx) = watch::channel(cfg);
+        let (stop, shutdown) = watch::channel(false);
+        let heartbeat = Heartbeat::new("uplink");
+        let ctx = UplinkContext {
+            agent: self.config.agent.id.clone(),
+            store: self.store.handle(),
+            db_path: self.store.db_path().to_path_buf(),
+            dispatcher: self.dispatcher.clone(),
+            config_path: self.config.source.clone(),
+            reloads: Some(self.reload_tx.clone()),
+            config: config_rx,
+            shutdown,
+            state: self.uplink_state.clone(),
+            heartbeat: heartbeat.clone(),
+        };
+        let task = tokio::spawn(crate::uplink::client::run(ctx));
+        self.uplink = Some(RunningUplink {
+            config,
+            stop,
+            task,
+            heartbeat,
+        });
+    }
+
+    async fn stop_uplink(&mut self) {
+        if let Some(u) = self.uplink.take() {
+            let _ = u.stop.send(true);
+            if tokio::time::timeout(TASK_STOP_GRACE, u.task).await.is_err() {
+                tracing::warn!("the uplink did not stop in time");
+            }
+        }
+        self.uplink_state.set(None);
+    }
+
+    /// Pushed configs (from the upstream), written to the config file and
+    /// waiting to be applied by the service's reload. Taken once.
+    pub fn take_reload_requests(&mut self) -> Option<mpsc::Receiver<ReloadRequest>> {
+        self.reload_rx.take()
+    }
+
+    /// The uplink's state, `None` without `[upstream]`.
+    pub fn uplink_state(&self) -> UplinkState {
+        self.uplink_state.clone()
+    }
+
     async fn stop_device(&mut self, name: &str) {
         if let Some(d) = self.devices.remove(name) {
             for device in &d.serves {
@@ -348,6 +426,16 @@ impl Daemon {
         {
             tracing::error!("the store is closed; the new [store] settings were not applied");
         }
+        if plan.upstream_changed {
+            match (&new.upstream, &self.uplink) {
+                // The running task reconnects with the new settings.
+                (Some(u), Some(running)) => {
+                    let _ = running.config.send(u.clone());
+                }
+                (Some(u), None) => self.start_uplink(u.clone()),
+                (None, _) => self.stop_uplink().await,
+            }
+        }
         for why in &plan.needs_restart {
             tracing::warn!("{why}");
         }
@@ -402,6 +490,15 @@ impl Daemon {
                 silent_ms: writer,
             });
         }
+        if let Some(u) = &self.uplink {
+            let silent = u.heartbeat.silent_for_ms();
+            if silent > limit_ms || u.task.is_finished() {
+                stuck.push(Stuck {
+                    task: "uplink".to_string(),
+                    silent_ms: silent,
+                });
+            }
+        }
         for d in self.devices.values() {
             let silent = d.heartbeat.silent_for_ms();
             if silent > limit_ms || d.task.is_finished() {
@@ -438,6 +535,8 @@ impl Daemon {
     /// Stops taking input, commits what is pending, closes the store.
     pub async fn shutdown(mut self) {
         self.stop_devices().await;
+        // After the devices: what they committed last may still go out.
+        self.stop_uplink().await;
         self.control.abort();
         let socket = crate::control::socket_path(&self.config.agent.data_dir);
         let _ = std::fs::remove_file(socket);
@@ -473,6 +572,9 @@ impl Daemon {
                 });
             }
             Err(e) => line.push_str(&format!(", store unreadable: {e}")),
+        }
+        if let Some(u) = self.uplink_state.get() {
+            line.push_str(&format!(", uplink {}", u.state));
         }
         if health.disk_full() {
             line.push_str(", DISK FULL");

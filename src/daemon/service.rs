@@ -43,6 +43,7 @@ pub async fn run(config_path: &Path, config: Config, logs: LogControl) -> i32 {
     };
     let status = daemon.status_line().await;
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    let mut pushed = daemon.take_reload_requests();
     let watchdog = sd_notify::watchdog_enabled();
     // Ping at a quarter of the period; a task silent for half of it is stuck.
     let ping_every = watchdog.map_or(Duration::from_secs(3600), |w| w / 4);
@@ -56,7 +57,14 @@ pub async fn run(config_path: &Path, config: Config, logs: LogControl) -> i32 {
             _ = term.1.recv() => break,
             _ = term.2.recv() => {
                 notify(&[NotifyState::Reloading]);
-                reload(&mut daemon, config_path, &logs).await;
+                let _ = reload(&mut daemon, config_path, &logs).await;
+                let status = daemon.status_line().await;
+                notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+            }
+            Some(req) = next_push(&mut pushed) => {
+                notify(&[NotifyState::Reloading]);
+                let applied = reload(&mut daemon, config_path, &logs).await;
+                let _ = req.done.send(applied);
                 let status = daemon.status_line().await;
                 notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
             }
@@ -92,7 +100,18 @@ pub async fn run(config_path: &Path, config: Config, logs: LogControl) -> i32 {
     0
 }
 
-async fn reload(daemon: &mut Daemon, path: &Path, logs: &LogControl) {
+/// The next config pushed by the upstream, already written to the file.
+async fn next_push(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<crate::uplink::client::ReloadRequest>>,
+) -> Option<crate::uplink::client::ReloadRequest> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Re-reads the config file and applies it; the new summary, or every error.
+async fn reload(daemon: &mut Daemon, path: &Path, logs: &LogControl) -> Result<String, String> {
     let path = path.to_path_buf();
     let loaded = tokio::task::spawn_blocking(move || config::load(&path)).await;
     match loaded {
@@ -111,13 +130,18 @@ async fn reload(daemon: &mut Daemon, path: &Path, logs: &LogControl) {
                 changed = plan.generators.changed.len() + plan.sas.changed.len(),
                 "configuration reloaded"
             );
+            Ok(summary)
         }
         Ok(Err(errors)) => {
             for d in &errors.diagnostics {
                 tracing::error!("{d}");
             }
             tracing::error!("the new configuration is invalid: still running on the previous one");
+            Err(errors.to_string())
         }
-        Err(e) => tracing::error!(error = %e, "reload failed"),
+        Err(e) => {
+            tracing::error!(error = %e, "reload failed");
+            Err(e.to_string())
+        }
     }
 }

@@ -1,20 +1,22 @@
 //! `sitelink demo`: the whole system in one process on a temporary data
-//! directory — simulated devices, the agent, a consumer in place of the
-//! upstream — ending with what was produced, stored, delivered and lost.
+//! directory — simulated devices, the agent, and a real hub over mutual TLS
+//! on loopback with certificates made for the run — ending with what was
+//! produced, stored, delivered (stored by the hub) and lost.
 //!
 //! The devices are the generators and one simulated SAS line: a few EGMs
 //! ([`crate::sim::egm::model`]) on a PTY, served in-process by
 //! [`serve::spawn`] and polled by the agent's own SAS poller. An EGM's
 //! "produced" comes from the simulator's journal file (the exceptions the
-//! host's implied ACK took), its "stored" and "delivered" from the store and
-//! the consumer.
+//! host's implied ACK took), its "stored" from the agent's store and
+//! "delivered" from the hub's.
 
 use super::egm::serve::{self, ServeConfig, ServeError, Transport, UnplugMode, UnplugPlan};
 use super::egm::{EgmConfig, Entry, FaultPlan, journal};
-use super::sink::Sink;
 use crate::config;
 use crate::daemon::Daemon;
 use crate::daemon::dispatch::CommandRequest;
+use crate::hub::store::{HubFilter, HubRecord, SqliteHub};
+use crate::hub::{Hub, HubOptions};
 use crate::store::{CommandStatus, Reader, RecordFilter};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -56,6 +58,16 @@ class = "metric"
 rate = 1000
 size = 200
 
+# The hub, in the same process, over mutual TLS on loopback.
+[upstream]
+url = "wss://@HUB_ADDR@"
+ca = "@PKI@/ca.pem"
+cert = "@PKI@/agent-demo.pem"
+key = "@PKI@/agent-demo.key"
+batch_ms = 50
+backoff_min_ms = 50
+backoff_max_s = 1
+
 # The simulated EGMs, polled as fast as the config allows.
 [[sas]]
 name = "sas-line"
@@ -88,6 +100,12 @@ pub enum DemoError {
     },
     #[error("{0}")]
     Sim(String),
+    #[error("certificates: {0}")]
+    Pki(#[from] crate::pki::PkiError),
+    #[error("hub: {0}")]
+    Hub(#[from] crate::hub::HubError),
+    #[error("hub: {0}")]
+    HubStore(#[from] crate::hub::store::HubStoreError),
 }
 
 /// One device's line in the demo's table.
@@ -205,6 +223,17 @@ pub async fn run(
             mode: UnplugMode::Silent,
         },
     })?;
+    let pki_dir = dir.join("pki");
+    crate::pki::init(&pki_dir, false)?;
+    crate::pki::issue_agent(&pki_dir, "demo", false)?;
+    crate::pki::issue_hub(&pki_dir, &["127.0.0.1".into(), "localhost".into()], false)?;
+    let hub_dir = dir.join("hub");
+    let hub = Hub::start(HubOptions {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        pki: pki_dir.clone(),
+        data: hub_dir.clone(),
+    })
+    .await?;
     let config_path = dir.join("sitelink.toml");
     let egm_tables: String = DEMO_EGMS
         .iter()
@@ -213,7 +242,9 @@ pub async fn run(
     let text = DEMO_CONFIG
         .replace("@DATA_DIR@", &dir.to_string_lossy())
         .replace("@SAS_PORT@", &sas_link.to_string_lossy())
-        .replace("@SAS_EGMS@", &egm_tables);
+        .replace("@SAS_EGMS@", &egm_tables)
+        .replace("@HUB_ADDR@", &hub.addr.to_string())
+        .replace("@PKI@", &pki_dir.to_string_lossy());
     std::fs::write(&config_path, &text).map_err(|source| DemoError::Write {
         path: config_path.clone(),
         source,
@@ -226,18 +257,16 @@ pub async fn run(
         .collect();
     let _ = writeln!(
         out,
-        "sitelink demo: {} s, {} simulated devices and {} simulated EGMs on a SAS line ({}), data in {}",
+        "sitelink demo: {} s, {} simulated devices and {} simulated EGMs on a SAS line ({}), \
+         a hub at wss://{} (mutual TLS), data in {}",
         duration.as_secs(),
         classes.len(),
         DEMO_EGMS.len(),
         sas_link.display(),
+        hub.addr,
         dir.display()
     );
     let mut daemon = Daemon::start(cfg).await?;
-    let mut taken = Some((
-        Sink::new(daemon.store_db_path(), daemon.store()),
-        EgmOutbox::new(daemon.store_db_path()),
-    ));
 
     // The command path, end to end: through the table to a device and back.
     let reply = daemon
@@ -262,7 +291,6 @@ pub async fn run(
     let mut last_print = 0;
     while started.elapsed() < duration {
         tick.tick().await;
-        taken = Some(drain(taken.take()).await?);
         let secs = started.elapsed().as_secs();
         if secs > last_print {
             last_print = secs;
@@ -271,7 +299,7 @@ pub async fn run(
                 .iter()
                 .map(|(_, s)| s.produced.load(Ordering::Relaxed))
                 .sum();
-            let delivered = taken.as_ref().map_or(0, |(s, _)| s.delivered.records);
+            let delivered = hub_count(&hub_dir).await;
             // Whole lines only (one write each): safe to read while written.
             let acked = journal::read(&journal).map_or(0, |entries| {
                 entries
@@ -295,9 +323,27 @@ pub async fn run(
         path: journal.clone(),
         source,
     })?;
-    let (sink, outbox) = drain(taken.take()).await?;
     let db = daemon.store_db_path();
+    // What the devices stored last is still on its way to the hub.
+    let drain_started = tokio::time::Instant::now();
+    while !drained(&db).await && drain_started.elapsed() < DRAIN_TIMEOUT {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     daemon.shutdown().await;
+    hub.stop().await;
+    let held = {
+        let hub_dir = hub_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            SqliteHub::open_read(&hub_dir)?.records(&HubFilter {
+                agent: Some("demo".into()),
+                ..Default::default()
+            })
+        })
+        .await
+        .map_err(|e| DemoError::Sim(format!("reading the hub: {e}")))??
+    };
+    let delivered = Delivered::from_hub(&held);
+    let outbox = EgmOutbox::from_hub(&held);
 
     let mut devices: Vec<DeviceTotals> = classes
         .into_iter()
@@ -308,12 +354,7 @@ pub async fn run(
                 .map(|(_, s)| s.clone());
             let produced = s.as_ref().map_or(0, |s| s.produced.load(Ordering::Relaxed));
             let stored = s.as_ref().map_or(0, |s| s.stored.load(Ordering::Relaxed));
-            let c = sink
-                .delivered
-                .counters
-                .get(&device)
-                .cloned()
-                .unwrap_or_default();
+            let c = delivered.counters.get(&device).cloned().unwrap_or_default();
             DeviceTotals {
                 device,
                 class,
@@ -328,7 +369,12 @@ pub async fn run(
     let stored = tokio::task::spawn_blocking(move || stored_by_egm(&db))
         .await
         .map_err(|e| DemoError::Sim(format!("reading the store: {e}")))??;
-    let (egm_rows, notes) = egm_totals(&entries, polls, &stored, &outbox, &journal);
+    let (egm_rows, mut notes) = egm_totals(&entries, polls, &stored, &outbox, &journal);
+    notes.push(format!(
+        "hub: {} records of agent demo stored (by agent and sequence, once each); see `sitelink hub records --data {}`",
+        held.len(),
+        hub_dir.display()
+    ));
     devices.extend(egm_rows);
     Ok(DemoReport {
         data_dir: dir,
@@ -377,60 +423,115 @@ fn stored_by_egm(db: &Path) -> Result<BTreeMap<String, StoredEgm>, DemoError> {
     Ok(out)
 }
 
-/// Follows the consumer's acknowledgements: every record up to the acked
-/// sequence number is one the consumer read (it reads the outbox in order
-/// and acknowledges the last of each batch). Counts the EGMs' records.
+/// The EGMs' records as the hub holds them, in sequence order.
 struct EgmOutbox {
-    db: PathBuf,
-    reader: Option<Reader>,
-    cursor: u64,
     /// Exception codes delivered, per device, in order.
     exceptions: BTreeMap<String, Vec<u8>>,
     meters: u64,
 }
 
 impl EgmOutbox {
-    fn new(db: PathBuf) -> EgmOutbox {
-        EgmOutbox {
-            db,
-            reader: None,
-            cursor: 0,
+    fn from_hub(held: &[HubRecord]) -> EgmOutbox {
+        let mut sorted: Vec<&HubRecord> = held
+            .iter()
+            .filter(|r| DEMO_EGMS.iter().any(|(_, n)| *n == r.device))
+            .collect();
+        sorted.sort_by_key(|r| r.seq);
+        let mut out = EgmOutbox {
             exceptions: BTreeMap::new(),
             meters: 0,
-        }
-    }
-
-    fn follow(&mut self) -> Result<(), crate::store::StoreError> {
-        if self.reader.is_none() {
-            self.reader = Some(Reader::open(&self.db)?);
-        }
-        let Some(reader) = &self.reader else {
-            return Ok(());
         };
-        let acked = reader.acked()?;
-        while self.cursor < acked {
-            let batch = reader.read_batch(self.cursor, 2000)?;
-            let Some(last) = batch.last().map(|r| r.seq) else {
-                break;
-            };
-            for r in batch.iter().filter(|r| r.seq <= acked) {
-                if !DEMO_EGMS.iter().any(|(_, n)| *n == r.device) {
-                    continue;
-                }
-                match r.kind.as_str() {
-                    "exception" => self
-                        .exceptions
-                        .entry(r.device.clone())
-                        .or_default()
-                        .extend(exception_code(&r.payload)),
-                    "meters" => self.meters += 1,
-                    _ => {}
-                }
+        for r in sorted {
+            match r.kind.as_str() {
+                "exception" => out
+                    .exceptions
+                    .entry(r.device.clone())
+                    .or_default()
+                    .extend(exception_code(&r.payload)),
+                "meters" => out.meters += 1,
+                _ => {}
             }
-            self.cursor = last.min(acked);
         }
-        Ok(())
+        out
     }
+}
+
+/// What the hub holds of the generators.
+#[derive(Debug, Default, Clone)]
+struct Delivered {
+    /// Per generator device: the counters seen.
+    counters: BTreeMap<String, Counters>,
+}
+
+impl Delivered {
+    fn from_hub(held: &[HubRecord]) -> Delivered {
+        let mut ticks: Vec<&HubRecord> = held
+            .iter()
+            .filter(|r| r.kind == crate::generator::KIND)
+            .collect();
+        ticks.sort_by_key(|r| r.seq);
+        let mut d = Delivered::default();
+        for r in ticks {
+            if let Ok(t) = serde_json::from_str::<crate::generator::Tick>(&r.payload) {
+                d.counters.entry(r.device.clone()).or_default().see(t.n);
+            }
+        }
+        d
+    }
+}
+
+/// The run of counters one generator delivered.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Counters {
+    first: Option<u64>,
+    last: Option<u64>,
+    /// Distinct counters delivered.
+    distinct: u64,
+    /// Counters delivered more than once (must stay 0).
+    repeated: u64,
+    /// Counters skipped between `first` and `last`.
+    missing: u64,
+}
+
+impl Counters {
+    fn see(&mut self, n: u64) {
+        match self.last {
+            None => {
+                self.first = Some(n);
+                self.distinct = 1;
+            }
+            Some(last) if n > last => {
+                self.missing += n - last - 1;
+                self.distinct += 1;
+            }
+            Some(_) => self.repeated += 1,
+        }
+        self.last = Some(self.last.map_or(n, |l| l.max(n)));
+    }
+}
+
+/// How long the demo waits at the end for the agent to deliver the rest.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether the agent's store is all acknowledged by the hub.
+async fn drained(db: &Path) -> bool {
+    let db = db.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let r = Reader::open(&db)?;
+        Ok::<_, crate::store::StoreError>(r.acked()? >= r.highest_seq()?)
+    })
+    .await
+    .is_ok_and(|r| r.unwrap_or(false))
+}
+
+/// Records the hub holds of the demo agent (0 until its file exists).
+async fn hub_count(dir: &Path) -> u64 {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || SqliteHub::open_read(&dir)?.count("demo"))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map_or(0, |n| n.max(0) as u64)
 }
 
 /// Length of the longest common subsequence: how many of `a` appear in `b`
@@ -525,7 +626,7 @@ fn egm_totals(
             journal.display()
         ),
         format!(
-            "        plus {in_flight_all} the host had stored but not yet acknowledged when it stopped; delivered = read by the consumer, in order, once"
+            "        plus {in_flight_all} the host had stored but not yet acknowledged when it stopped; delivered = stored by the hub, in order, once"
         ),
         format!(
             "SAS line: {raised_all} exceptions raised, {queued_all} still queued in the EGMs at the stop, {dropped_all} dropped (EGM queue full); \
@@ -536,20 +637,20 @@ fn egm_totals(
     (rows, notes)
 }
 
-async fn drain(taken: Option<(Sink, EgmOutbox)>) -> Result<(Sink, EgmOutbox), DemoError> {
-    let Some((mut sink, mut outbox)) = taken else {
-        return Err(DemoError::Store(crate::store::StoreError::Closed));
-    };
-    let result = tokio::task::spawn_blocking(move || {
-        let r = sink.drain().and_then(|_| outbox.follow());
-        (sink, outbox, r)
-    })
-    .await;
-    match result {
-        Ok((sink, outbox, Ok(()))) => Ok((sink, outbox)),
-        Ok((_, _, Err(e))) => Err(e.into()),
-        Err(e) => Err(DemoError::Store(crate::store::StoreError::Invalid(
-            e.to_string(),
-        ))),
+#[cfg(test)]
+mod tests {
+    use super::Counters;
+
+    #[test]
+    fn counters_find_missing_and_repeated_numbers() {
+        let mut c = Counters::default();
+        for n in [5, 6, 7, 9, 9, 12] {
+            c.see(n);
+        }
+        assert_eq!(c.first, Some(5));
+        assert_eq!(c.last, Some(12));
+        assert_eq!(c.distinct, 5);
+        assert_eq!(c.repeated, 1);
+        assert_eq!(c.missing, 3);
     }
 }

@@ -4,5 +4,4 @@
 
 pub mod demo;
 pub mod egm;
-pub mod sink;
 pub mod tv;

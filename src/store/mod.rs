@@ -230,6 +230,11 @@ enum Msg {
         done: Done<()>,
     },
     SetPolicy(Policy),
+    /// Number every record from now on above `seq`.
+    MovePast {
+        seq: u64,
+        done: Done<u64>,
+    },
     Trim {
         done: Done<u64>,
     },
@@ -438,6 +443,14 @@ impl StoreHandle {
     pub async fn command_done(&self, id: i64, outcome: CommandOutcome) -> Result<(), StoreError> {
         self.call(|done| Msg::CommandDone { id, outcome, done })
             .await
+    }
+
+    /// Numbers every record from now on above `seq`, in a new epoch: the
+    /// upstream holds records of this agent up to `seq` that this store does
+    /// not (a restored data directory), and a repeat of a number would be
+    /// taken as a resend. Returns the next sequence number.
+    pub async fn move_past(&self, seq: u64) -> Result<u64, StoreError> {
+        self.call(|done| Msg::MovePast { seq, done }).await
     }
 
     /// Applies a changed `[store]` section (quotas, commit window) at once.

@@ -142,6 +142,16 @@ impl Reader {
         Ok(self.meta("acked_seq")?.unwrap_or(0) as u64)
     }
 
+    /// The highest sequence number stored (0: none).
+    pub fn highest_seq(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT coalesce(max(seq), 0) FROM records", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|s| s as u64)
+            .map_err(|e| self.err(e))
+    }
+
     /// The outbox: up to `limit` records with `seq > after`, in order.
     pub fn read_batch(&self, after: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
         let mut st = self

@@ -55,6 +55,7 @@ struct Batch {
     commands_new: Vec<NewCommand>,
     commands_done: Vec<(i64, CommandOutcome, Done<()>)>,
     trims: Vec<Done<u64>>,
+    move_past: Vec<(u64, Done<u64>)>,
     /// A producer asked not to wait for the group to fill.
     now: bool,
     shutdown: bool,
@@ -70,11 +71,16 @@ impl Batch {
             && self.commands_new.is_empty()
             && self.commands_done.is_empty()
             && self.trims.is_empty()
+            && self.move_past.is_empty()
     }
 
     fn wants_commit_now(&self) -> bool {
         // An ack or a trim has one waiter (the uplink) and nothing to group with.
-        self.shutdown || self.now || !self.trims.is_empty() || !self.acks.is_empty()
+        self.shutdown
+            || self.now
+            || !self.trims.is_empty()
+            || !self.acks.is_empty()
+            || !self.move_past.is_empty()
     }
 
     fn fail(self, err: impl Fn() -> StoreError) {
@@ -91,6 +97,9 @@ impl Batch {
             let _ = done.send(Err(err()));
         }
         for done in self.trims {
+            let _ = done.send(Err(err()));
+        }
+        for (_, done) in self.move_past {
             let _ = done.send(Err(err()));
         }
     }
@@ -386,6 +395,7 @@ impl Writer {
                 self.policy = p;
             }
             Msg::Trim { done } => batch.trims.push(done),
+            Msg::MovePast { seq, done } => batch.move_past.push((seq, done)),
             Msg::Shutdown => batch.shutdown = true,
         }
     }
@@ -495,6 +505,9 @@ impl Writer {
         for done in batch.trims {
             let _ = done.send(Ok(w.trimmed));
         }
+        for (_, done) in batch.move_past {
+            let _ = done.send(Ok(w.next_seq));
+        }
     }
 
     /// One transaction for the whole batch. Nothing in `self` changes unless
@@ -504,6 +517,14 @@ impl Writer {
         let mut w = self.scratch();
         let mut gaps: Vec<NewRecord> = self.alarms.clone();
         let now = clock::wall_ms();
+
+        // Before this group's records get their numbers.
+        for (seq, _) in &batch.move_past {
+            if w.next_seq <= *seq {
+                w.epoch = w.epoch.max((seq >> EPOCH_SHIFT) + 1);
+                w.next_seq = w.next_seq.max(w.epoch << EPOCH_SHIFT);
+            }
+        }
 
         // Room first: below the free-space floor the oldest metrics go.
         let need: u64 = batch.records.iter().map(NewRecord::footprint).sum::<u64>() * 3;
