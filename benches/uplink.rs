@@ -29,8 +29,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+// Each benchmark uses only part of what they share.
+#[allow(dead_code)]
 mod common;
-use common::{bench_root, int, knob, print_table, row};
+use common::{Lat, bench_root, int, knob, print_table, row};
 
 const AGENT: &str = "bench-agent";
 const RECORD_BYTES: usize = 200;
@@ -210,18 +212,8 @@ async fn drain(dir: &Path, records: usize, batch: usize, window: usize) -> Drain
 
 struct Steady {
     records: usize,
-    /// Milliseconds, sorted.
-    latencies: Vec<i64>,
-}
-
-impl Steady {
-    fn quantile(&self, q: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((self.latencies.len() - 1) as f64 * q).round() as usize;
-        self.latencies[i] as f64
-    }
+    /// Store commit to hub commit, sorted.
+    latencies: Lat,
 }
 
 async fn steady(dir: &Path, rate: usize, secs: u64, batch_wait: Duration) -> Steady {
@@ -270,11 +262,15 @@ async fn steady(dir: &Path, rate: usize, secs: u64, batch_wait: Duration) -> Ste
     })
     .await
     .expect("read hub");
-    let mut latencies: Vec<i64> = held
+    // Whole milliseconds on both clocks; Lat holds microseconds.
+    let mut latencies = Lat(held
         .iter()
-        .filter_map(|r| Some(r.received_ms - committed.get(&r.seq)?))
-        .collect();
-    latencies.sort_unstable();
+        .filter_map(|r| {
+            let ms = r.received_ms - committed.get(&r.seq)?;
+            Some(u64::try_from(ms.max(0)).ok()? * 1000)
+        })
+        .collect());
+    latencies.sort();
     drop(store);
     Steady {
         records: committed.len(),
@@ -345,7 +341,7 @@ fn main() {
         rows.push(row(
             id,
             format!("store commit → hub commit, {name}"),
-            format!("{:.0}", s.quantile(q)),
+            format!("{:.0}", s.latencies.q(q)),
             "ms",
             note.clone(),
         ));
