@@ -20,18 +20,28 @@ fn run(args: &[&str]) {
     );
 }
 
-#[test]
-fn an_upstream_written_from_the_document_alone_works_with_the_agent() {
-    let has_websockets = Command::new("python3")
+/// The Python with `websockets`: `SITELINK_PYTHON` (scripts/python-peers
+/// sets it), else that venv's usual place. Missing is a failure that says
+/// how to install it, never a silent pass.
+fn websockets_python() -> std::path::PathBuf {
+    let python = std::env::var_os("SITELINK_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/tmp/sitelink-venv/bin/python".into());
+    let ok = Command::new(&python)
         .args(["-c", "import websockets"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !has_websockets {
-        eprintln!(
-            "python3 with the websockets package is missing (scripts/test installs it): skipped"
-        );
-        return;
-    }
+    assert!(
+        ok,
+        "{} has no websockets package: run `source scripts/python-peers` (scripts/test does)",
+        python.display()
+    );
+    python
+}
+
+#[test]
+fn an_upstream_written_from_the_document_alone_works_with_the_agent() {
+    let python = websockets_python();
     let dir = tempfile::tempdir().expect("temp dir");
     let pki = dir.path().join("pki");
     let p = |x: &Path| x.to_str().expect("utf-8").to_string();
@@ -42,11 +52,11 @@ fn an_upstream_written_from_the_document_alone_works_with_the_agent() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/upstream/from_the_doc.py"
     );
-    let mut upstream = Command::new("python3")
+    let mut upstream = Command::new(&python)
         .args([script, &p(&pki), "300"])
         .stdout(Stdio::piped())
         .spawn()
-        .expect("python3");
+        .expect("python");
     let mut lines = BufReader::new(upstream.stdout.take().expect("stdout")).lines();
     let first = lines.next().and_then(Result::ok).unwrap_or_default();
     let port = first

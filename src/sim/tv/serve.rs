@@ -187,6 +187,9 @@ struct Tv {
     config: TvConfig,
     model: Mutex<TvModel>,
     control: watch::Sender<Control>,
+    /// Whether the port is open; a TV going down closes it before its
+    /// connections drop, so a host that reconnects at once is refused.
+    listening: watch::Sender<bool>,
     reboot_downtime: Duration,
 }
 
@@ -384,6 +387,7 @@ pub fn spawn(cfg: TvSimConfig) -> Result<SimTvs, SimTvError> {
             config: tv_cfg.clone(),
             model: Mutex::new(model),
             control,
+            listening: watch::Sender::new(true),
             reboot_downtime: cfg.reboot_downtime,
         }));
         listeners.push(listener);
@@ -504,6 +508,7 @@ async fn listen(
         let down = control.borrow_and_update().down(Instant::now());
         if let Some(until) = down {
             listener = None;
+            tv.listening.send_replace(false);
             tokio::select! {
                 _ = sleep_until(until) => {}
                 _ = control.changed() => {}
@@ -513,7 +518,10 @@ async fn listen(
         }
         let Some(l) = &listener else {
             match TcpListener::bind(tv.addr).await {
-                Ok(l) => listener = Some(l),
+                Ok(l) => {
+                    listener = Some(l);
+                    tv.listening.send_replace(true);
+                }
                 Err(e) => {
                     tracing::debug!(addr = %tv.addr, "sim tv: cannot listen again yet: {e}");
                     tokio::select! {
@@ -596,6 +604,9 @@ impl Connection {
             let now = Instant::now();
             let c = control.borrow_and_update().clone();
             if gone(&c, now) {
+                if c.down(now).is_some() {
+                    self.port_closed().await;
+                }
                 return;
             }
             if let Some(until) = c.stalled(now) {
@@ -623,7 +634,12 @@ impl Connection {
                         // A host that reads nothing must not keep a
                         // dropped TV's connection alive.
                         r = control.changed() => {
-                            if r.is_err() || gone(&control.borrow(), Instant::now()) {
+                            let c = control.borrow().clone();
+                            let now = Instant::now();
+                            if r.is_err() || gone(&c, now) {
+                                if c.down(now).is_some() {
+                                    self.port_closed().await;
+                                }
                                 return;
                             }
                         }
@@ -649,6 +665,13 @@ impl Connection {
                 _ = shutdown.changed() => return,
             }
         }
+    }
+
+    /// Waits (briefly) for the listener to close the port.
+    async fn port_closed(&self) {
+        let mut listening = self.tv.listening.subscribe();
+        let closed = listening.wait_for(|open| !open);
+        let _ = tokio::time::timeout(Duration::from_millis(500), closed).await;
     }
 
     fn events(&mut self, now: Instant) {
