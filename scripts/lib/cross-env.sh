@@ -15,7 +15,7 @@ apt_install() {
     apt-get update -qq
     export SITELINK_APT_UPDATED=1
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # Where cargo puts its output (honours CARGO_TARGET_DIR and .cargo/config).
@@ -47,9 +47,14 @@ gnu_prefix() {
 # Installs the cross gcc, libc and qemu for TARGET, adds its rust-std and
 # exports CARGO_TARGET_<T>_LINKER and CC_<t>.
 cross_setup() {
-  local t=$1 prefix arch
+  local t=$1 prefix arch upper lower
   prefix=$(gnu_prefix "$t")
   arch=$(deb_arch "$t")
+  upper=$(echo "$t" | tr 'a-z-' 'A-Z_')
+  lower=$(echo "$t" | tr '-' '_')
+  # Debian's hardening flags for the C in the binary (the bundled SQLite):
+  # fortified libc calls and the stack protector, as dpkg-buildflags has them.
+  export "CFLAGS_${lower}=-D_FORTIFY_SOURCE=2 -fstack-protector-strong"
   if [ -z "$prefix" ]; then
     command -v cc >/dev/null || apt_install gcc libc6-dev
     return 0
@@ -58,9 +63,6 @@ cross_setup() {
   if ! rustup target list --installed 2>/dev/null | grep -qx "$t"; then
     rustup target add "$t"
   fi
-  local upper lower
-  upper=$(echo "$t" | tr 'a-z-' 'A-Z_')
-  lower=$(echo "$t" | tr '-' '_')
   export "CARGO_TARGET_${upper}_LINKER=$prefix-gcc"
   export "CC_${lower}=$prefix-gcc"
   export "AR_${lower}=$prefix-ar"
