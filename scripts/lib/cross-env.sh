@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by scripts/cross-build and scripts/package (sourced, not run).
 # Installs what a plain Debian 12 machine lacks to build sitelink for a target
 # and sets the linker and C compiler cargo needs for it (rusqlite's bundled
@@ -21,7 +22,7 @@ apt_install() {
 # Where cargo puts its output (honours CARGO_TARGET_DIR and .cargo/config).
 cargo_target_dir() {
   cargo metadata --format-version 1 --no-deps 2>/dev/null |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p'
 }
 
 # The Debian architecture of a Rust target.
