@@ -47,7 +47,10 @@ pub fn mono_ms() -> i64 {
     if rc != 0 {
         return 0;
     }
-    ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
+    // time_t and c_long are 32 bits on armv7 (armhf): widen before multiplying.
+    #[allow(clippy::useless_conversion)] // already i64 on 64-bit targets
+    let (secs, nanos) = (i64::from(ts.tv_sec), i64::from(ts.tv_nsec));
+    secs * 1000 + nanos / 1_000_000
 }
 
 /// Whether the kernel considers the wall clock synchronised (the flag that

@@ -41,7 +41,11 @@ pub fn init(level: &str) -> LogControl {
     let registry = tracing_subscriber::registry().with(filter);
     let installed = match journald {
         Some(j) => registry
-            .with(j.with_syslog_identifier("sitelink".into()))
+            // No `F_` prefix: `journalctl -u sitelink DEVICE=egm-1` as documented.
+            .with(
+                j.with_syslog_identifier("sitelink".into())
+                    .with_field_prefix(None),
+            )
             .try_init(),
         None => registry
             .with(
