@@ -263,6 +263,10 @@ fn twenty_tvs_telemetry_commands_unauthorized_legacy_and_a_tv_that_comes_back() 
     assert!(out.contains("allow_shell = true"), "{out}");
     let (code, out) = command(&config, &[&tv_name(2), "dance"]);
     assert_eq!(code, Some(2), "{out}");
+    // Above the stream's maximum (100 here, from the telemetry).
+    let (code, out) = command(&config, &[&tv_name(2), "volume", "101"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("maximum, 100"), "{out}");
     // The legacy TV has no shell v2: `shell:` with the exit marker.
     let (code, out) = command(&config, &[&old, "shell", "echo", "hi"]);
     assert_eq!(code, Some(0), "{out}");

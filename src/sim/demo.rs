@@ -3,12 +3,14 @@
 //! on loopback with certificates made for the run — ending with what was
 //! produced, stored, delivered (stored by the hub) and lost.
 //!
-//! The devices are the generators and one simulated SAS line: a few EGMs
-//! ([`crate::sim::egm::model`]) on a PTY, served in-process by
-//! [`serve::spawn`] and polled by the agent's own SAS poller. An EGM's
-//! "produced" comes from the simulator's journal file (the exceptions the
-//! host's implied ACK took), its "stored" from the agent's store and
-//! "delivered" from the hub's.
+//! The devices are the generators, one simulated SAS line (a few EGMs,
+//! [`crate::sim::egm::model`], on a PTY, served in-process by
+//! [`serve::spawn`] and polled by the agent's own SAS poller) and a few
+//! simulated Android TVs ([`crate::sim::tv`], real ADB on loopback). An
+//! EGM's "produced" comes from the simulator's journal file (the exceptions
+//! the host's implied ACK took), its "stored" from the agent's store and
+//! "delivered" from the hub's. A TV's records are made by the agent
+//! (telemetry, events): "produced" is what its store holds.
 
 use super::egm::serve::{self, ServeConfig, ServeError, Transport, UnplugMode, UnplugPlan};
 use super::egm::{EgmConfig, Entry, FaultPlan, journal};
@@ -28,6 +30,8 @@ use std::time::Duration;
 const DEMO_EGMS: [(u8, &str); 3] = [(1, "slot-1"), (2, "slot-2"), (3, "slot-3")];
 /// Games per second on each simulated EGM (each raises 2 or more exceptions).
 const DEMO_GAME_RATE: f64 = 4.0;
+/// The simulated TVs' device names.
+const DEMO_TVS: [&str; 3] = ["tv-lobby", "tv-bar", "tv-entrance"];
 
 /// The demo's site: one device of each class, and a SAS line of EGMs.
 const DEMO_CONFIG: &str = r#"# Written by `sitelink demo`.
@@ -53,7 +57,7 @@ rate = 50
 size = 120
 
 [[generator]]
-name = "tv-lobby"
+name = "sensor-1"
 class = "metric"
 rate = 1000
 size = 200
@@ -74,7 +78,9 @@ name = "sas-line"
 port = "@SAS_PORT@"
 poll_interval_ms = 40
 meters_s = 2
-@SAS_EGMS@"#;
+@SAS_EGMS@
+# The simulated Android TVs, over ADB on loopback.
+@TVS@"#;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -93,6 +99,8 @@ pub enum DemoError {
     Store(#[from] crate::store::StoreError),
     #[error("simulated SAS line: {0}")]
     Serve(#[from] ServeError),
+    #[error("simulated TVs: {0}")]
+    Tv(#[from] super::tv::SimTvError),
     #[error("simulator journal {path}: {source}")]
     Journal {
         path: PathBuf,
@@ -146,18 +154,18 @@ impl DemoReport {
 
     pub fn render(&self) -> String {
         let mut s = format!(
-            "{:<10} {:<11} {:>9} {:>9} {:>9} {:>6}\n",
+            "{:<12} {:<11} {:>9} {:>9} {:>9} {:>6}\n",
             "device", "class", "produced", "stored", "delivered", "lost"
         );
         for d in &self.devices {
             s.push_str(&format!(
-                "{:<10} {:<11} {:>9} {:>9} {:>9} {:>6}\n",
+                "{:<12} {:<11} {:>9} {:>9} {:>9} {:>6}\n",
                 d.device, d.class, d.produced, d.stored, d.delivered, d.lost
             ));
         }
         let sum = |f: fn(&DeviceTotals) -> u64| self.devices.iter().map(f).sum::<u64>();
         s.push_str(&format!(
-            "{:<10} {:<11} {:>9} {:>9} {:>9} {:>6}\n",
+            "{:<12} {:<11} {:>9} {:>9} {:>9} {:>6}\n",
             "total",
             "",
             sum(|d| d.produced),
@@ -223,6 +231,31 @@ pub async fn run(
             mode: UnplugMode::Silent,
         },
     })?;
+    // The agent's ADB key, made now and installed in the TVs' adb_keys, as
+    // a site pre-authorises it (`sitelink adb pubkey`).
+    let (key, _) = crate::adb::key::load_or_generate(
+        &dir.join(crate::adb::key::PRIVATE_KEY_FILE),
+        "sitelink@demo",
+    )
+    .map_err(|e| DemoError::Sim(e.to_string()))?;
+    let mut tv_cfg = super::tv::TvSimConfig::new(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        DEMO_TVS.len(),
+    );
+    for tv in &mut tv_cfg.tvs {
+        tv.trusted = vec![key.public_key().clone()];
+    }
+    let tvs = super::tv::spawn(tv_cfg)?;
+    let tv_tables: String = DEMO_TVS
+        .iter()
+        .zip(tvs.addrs())
+        .map(|(name, addr)| {
+            format!(
+                "[[tv]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {}\ntelemetry_s = 5\n",
+                addr.port()
+            )
+        })
+        .collect();
     let pki_dir = dir.join("pki");
     crate::pki::init(&pki_dir, false)?;
     crate::pki::issue_agent(&pki_dir, "demo", false)?;
@@ -243,6 +276,7 @@ pub async fn run(
         .replace("@DATA_DIR@", &dir.to_string_lossy())
         .replace("@SAS_PORT@", &sas_link.to_string_lossy())
         .replace("@SAS_EGMS@", &egm_tables)
+        .replace("@TVS@", &tv_tables)
         .replace("@HUB_ADDR@", &hub.addr.to_string())
         .replace("@PKI@", &pki_dir.to_string_lossy());
     std::fs::write(&config_path, &text).map_err(|source| DemoError::Write {
@@ -257,12 +291,13 @@ pub async fn run(
         .collect();
     let _ = writeln!(
         out,
-        "sitelink demo: {} s, {} simulated devices and {} simulated EGMs on a SAS line ({}), \
-         a hub at wss://{} (mutual TLS), data in {}",
+        "sitelink demo: {} s, {} simulated devices, {} simulated EGMs on a SAS line ({}), \
+         {} simulated Android TVs over ADB, a hub at wss://{} (mutual TLS), data in {}",
         duration.as_secs(),
         classes.len(),
         DEMO_EGMS.len(),
         sas_link.display(),
+        DEMO_TVS.len(),
         hub.addr,
         dir.display()
     );
@@ -278,10 +313,29 @@ pub async fn run(
             source: "demo".into(),
         })
         .await;
-    let commands_ok = reply.status == CommandStatus::Done;
+    let mut commands_ok = reply.status == CommandStatus::Done;
     let _ = writeln!(
         out,
         "command egm-1 ping: {} {}",
+        reply.status.as_str(),
+        reply.detail
+    );
+    // And to a TV, once it is connected: the volume, through ADB.
+    let tv = DEMO_TVS[0];
+    let connected = tv_connected(&daemon.store_db_path(), tv, Duration::from_secs(10)).await;
+    let reply = daemon
+        .dispatcher()
+        .run(CommandRequest {
+            device: tv.into(),
+            action: "volume".into(),
+            args: vec!["7".into()],
+            source: "demo".into(),
+        })
+        .await;
+    commands_ok &= connected && reply.status == CommandStatus::Done;
+    let _ = writeln!(
+        out,
+        "command {tv} volume 7: {} {}",
         reply.status.as_str(),
         reply.detail
     );
@@ -319,6 +373,7 @@ pub async fn run(
     daemon.stop_devices().await;
     let polls = sim.polls();
     sim.stop()?;
+    tvs.stop();
     let entries = journal::read(&journal).map_err(|source| DemoError::Journal {
         path: journal.clone(),
         source,
@@ -366,6 +421,10 @@ pub async fn run(
             }
         })
         .collect();
+    let tv_db = db.clone();
+    let tv_stored = tokio::task::spawn_blocking(move || stored_by_tv(&tv_db))
+        .await
+        .map_err(|e| DemoError::Sim(format!("reading the store: {e}")))??;
     let stored = tokio::task::spawn_blocking(move || stored_by_egm(&db))
         .await
         .map_err(|e| DemoError::Sim(format!("reading the store: {e}")))??;
@@ -376,6 +435,25 @@ pub async fn run(
         hub_dir.display()
     ));
     devices.extend(egm_rows);
+    for (name, stored) in tv_stored {
+        let mut seqs: Vec<u64> = held
+            .iter()
+            .filter(|r| r.device == name)
+            .map(|r| r.seq)
+            .collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        let delivered = seqs.len() as u64;
+        devices.push(DeviceTotals {
+            device: name,
+            class: "tv (adb)".into(),
+            produced: stored,
+            stored,
+            delivered,
+            repeated: 0,
+            lost: stored.saturating_sub(delivered),
+        });
+    }
     Ok(DemoReport {
         data_dir: dir,
         config_path,
@@ -512,6 +590,48 @@ impl Counters {
 
 /// How long the demo waits at the end for the agent to deliver the rest.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Records the store holds per simulated TV.
+fn stored_by_tv(db: &Path) -> Result<BTreeMap<String, u64>, DemoError> {
+    let reader = Reader::open(db)?;
+    let mut out = BTreeMap::new();
+    for name in DEMO_TVS {
+        let n = reader
+            .records(&RecordFilter {
+                device: Some(name.to_string()),
+                limit: 10_000_000,
+                ..Default::default()
+            })?
+            .len();
+        out.insert(name.to_string(), n as u64);
+    }
+    Ok(out)
+}
+
+/// Waits (bounded) until the TV's state says `connected`.
+async fn tv_connected(db: &Path, tv: &str, within: Duration) -> bool {
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < within {
+        let (db, tv) = (db.to_path_buf(), tv.to_string());
+        let up = tokio::task::spawn_blocking(move || {
+            Reader::open(&db)
+                .and_then(|r| r.devices())
+                .map(|ds| {
+                    ds.iter().any(|d| {
+                        d.device == tv && d.state.as_ref().is_some_and(|s| s["tv"] == "connected")
+                    })
+                })
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+        if up {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
 
 /// Whether the agent's store is all acknowledged by the hub.
 async fn drained(db: &Path) -> bool {

@@ -268,12 +268,13 @@ impl Action {
             Action::Volume(VolumeOp::Down) => shell("input keyevent 25".into()),
             Action::Volume(VolumeOp::Mute) => shell("input keyevent 164".into()),
             Action::Volume(VolumeOp::Set(n)) => {
-                if sdk.is_some_and(|s| s >= SDK_MEDIA_SESSION) {
-                    shell(format!(
-                        "cmd media_session volume --show --stream 3 --set {n}"
-                    ))
-                } else {
-                    shell(format!("media volume --show --stream 3 --set {n}"))
+                let new = format!("cmd media_session volume --show --stream 3 --set {n}");
+                let old = format!("media volume --show --stream 3 --set {n}");
+                match sdk {
+                    Some(s) if s >= SDK_MEDIA_SESSION => shell(new),
+                    Some(_) => shell(old),
+                    // Not known yet: `media` is gone from 11, `cmd` new in 7.
+                    None => shell(format!("{new} || {old}")),
                 }
             }
             Action::Input(n) => shell(format!("input keyevent {}", 242 + u16::from(*n))),
@@ -350,6 +351,13 @@ mod tests {
         assert_eq!(
             parse("volume", &["7"]).unwrap().plan(Some(29)),
             Plan::Shell("media volume --show --stream 3 --set 7".into())
+        );
+        assert_eq!(
+            parse("volume", &["7"]).unwrap().plan(None),
+            Plan::Shell(
+                "cmd media_session volume --show --stream 3 --set 7 || media volume --show --stream 3 --set 7"
+                    .into()
+            )
         );
         assert_eq!(
             parse("volume", &["7"]).unwrap().plan(Some(33)),

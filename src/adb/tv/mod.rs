@@ -1,5 +1,5 @@
 //! `adb::tv`: Android TV telemetry and control on top of the ADB host.
 
 pub mod control;
-pub mod telemetry;
 pub mod task;
+pub mod telemetry;

@@ -5,7 +5,7 @@
 //! (waiting for someone to accept the key on the TV), `offline` or
 //! `refused` with the reason, `tls-required`.
 
-use super::control::{Action, Plan, RelayOp};
+use super::control::{Action, Plan, RelayOp, VolumeOp};
 use super::telemetry::{Identity, Probe, Sample, changes, parse_props};
 use crate::adb::proto::AdbKey;
 use crate::adb::transport::{ConnectError, Done, Handshake, OpError, Reply, Request, Session};
@@ -556,6 +556,18 @@ impl Tv {
             return;
         };
         self.counters.commands += 1;
+        // Android sets no volume above the stream's maximum, and says so on
+        // stderr with exit status 0: check it here, where it can be said.
+        let max = self.last.as_ref().and_then(|s| s.volume.max);
+        if let (Action::Volume(VolumeOp::Set(n)), Some(max)) = (&action, max)
+            && *n > max
+        {
+            let _ = cmd.reply.send(CommandOutcome::rejected(format!(
+                "TV {}: volume {n} is above this TV's maximum, {max}",
+                cmd.device
+            )));
+            return;
+        }
         let sdk = self.identity.as_ref().and_then(|i| i.sdk);
         let timeout = self.cfg.request_timeout;
         match action.plan(sdk) {
