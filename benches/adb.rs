@@ -73,17 +73,10 @@ fn sim(count: usize) -> (Sim, Vec<u16>) {
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("ready line");
-    let ports = line
-        .trim()
-        .strip_prefix("ready tv ")
-        .expect("ready tv ...")
-        .split_whitespace()
-        .map(|a| {
-            a.rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .expect("port")
-        })
+    let ports = sitelink::sim::tv::parse_ready_line(&line)
+        .unwrap_or_else(|| panic!("ready line {line:?}"))
+        .iter()
+        .map(std::net::SocketAddr::port)
         .collect();
     (Sim(child), ports)
 }

@@ -74,16 +74,10 @@ fn sim(listen: &str, count: usize, extra: &[&str]) -> (Proc, Vec<u16>) {
     let ready = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("the simulator prints its ready line");
-    let ports: Vec<u16> = ready
-        .strip_prefix("ready tv ")
+    let ports: Vec<u16> = sitelink::sim::tv::parse_ready_line(&ready)
         .unwrap_or_else(|| panic!("ready line {ready:?}"))
-        .split_whitespace()
-        .map(|a| {
-            a.rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .expect("port")
-        })
+        .iter()
+        .map(std::net::SocketAddr::port)
         .collect();
     assert_eq!(ports.len(), count, "{ready:?}");
     (Proc(child), ports)

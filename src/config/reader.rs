@@ -73,29 +73,17 @@ pub(super) trait Whole: Copy + fmt::Display + TryFrom<i128> {
     fn wide(self) -> i128;
 }
 
-impl Whole for u64 {
-    fn wide(self) -> i128 {
-        self.into()
-    }
+/// `From<T> for i128` holds for each of these, so the widening is lossless.
+macro_rules! whole {
+    ($($t:ty),*) => {$(
+        impl Whole for $t {
+            fn wide(self) -> i128 {
+                self.into()
+            }
+        }
+    )*};
 }
-
-impl Whole for u8 {
-    fn wide(self) -> i128 {
-        self.into()
-    }
-}
-
-impl Whole for u16 {
-    fn wide(self) -> i128 {
-        self.into()
-    }
-}
-
-impl Whole for u32 {
-    fn wide(self) -> i128 {
-        self.into()
-    }
-}
+whole!(u8, u16, u32, u64);
 
 impl Whole for usize {
     fn wide(self) -> i128 {

@@ -33,7 +33,9 @@ pub mod serve;
 pub mod sh;
 
 pub use model::{LAUNCHER, LIVE_TV, TvState};
-pub use serve::{Auth, Fault, FaultPlan, SimTvError, SimTvs, TvConfig, TvSimConfig, run, spawn};
+pub use serve::{
+    Auth, Fault, FaultPlan, SimTvError, SimTvs, TvConfig, TvSimConfig, parse_ready_line, run, spawn,
+};
 
 use std::time::Duration;
 

@@ -239,6 +239,17 @@ impl Tv {
     }
 }
 
+const READY: &str = "ready tv";
+
+/// The TVs' addresses from a ready line, for whoever started the CLI.
+pub fn parse_ready_line(line: &str) -> Option<Vec<SocketAddr>> {
+    line.trim()
+        .strip_prefix(READY)?
+        .split_whitespace()
+        .map(|a| a.parse().ok())
+        .collect()
+}
+
 /// TVs served by [`spawn`]; dropping the handle stops them.
 pub struct SimTvs {
     tvs: Vec<Arc<Tv>>,
@@ -263,7 +274,7 @@ impl SimTvs {
     /// `ready tv ADDR1 ADDR2 ...`, the CLI's ready line.
     pub fn ready_line(&self) -> String {
         let addrs: Vec<String> = self.tvs.iter().map(|t| t.addr.to_string()).collect();
-        format!("ready tv {}", addrs.join(" "))
+        format!("{READY} {}", addrs.join(" "))
     }
 
     fn tv(&self, i: usize) -> &Tv {
