@@ -11,7 +11,7 @@ use sitelink::adb::transport::{ConnectError, Handshake, OpError, Reply, Request,
 use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 fn key() -> AdbKey {
@@ -31,7 +31,11 @@ struct Tv {
 /// Serves one connection: `echo X` prints X, `exit N` exits N, `hang`
 /// never answers, `bye` closes the whole connection.
 async fn serve(listener: TcpListener, tv: Tv) {
-    let (mut sock, _) = listener.accept().await.expect("accept");
+    let (sock, _) = listener.accept().await.expect("accept");
+    serve_stream(sock, tv).await;
+}
+
+async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S, tv: Tv) {
     let features = if tv.v2 {
         Features::new(["shell_v2"])
     } else {
@@ -276,5 +280,37 @@ async fn a_refused_port_and_a_tv_that_hangs_up() {
         failed
             .iter()
             .all(|d| matches!(d.result, Err(OpError::Lost(_))))
+    );
+}
+
+/// The session runs over any byte stream, not only TCP: this is where a TLS
+/// stream (Android 11+ wireless debugging) goes in.
+#[tokio::test]
+async fn a_session_over_another_stream() {
+    let (host, tv_side) = tokio::io::duplex(4096);
+    tokio::spawn(serve_stream(
+        tv_side,
+        Tv {
+            accept: true,
+            v2: true,
+        },
+    ));
+    let mut s: Session<u32, _> = Session::over(host, key(), "test@host");
+    if let Handshake::Unauthorized { .. } = s
+        .handshake(Duration::from_secs(10))
+        .await
+        .expect("handshake")
+    {
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        assert!(s.wait_accepted(until).await.expect("accepted"));
+    }
+    s.start(1, shell("echo piped"), Duration::from_secs(5))
+        .map_err(|(_, e)| e)
+        .expect("start");
+    let d = s.next().await.expect("done");
+    assert!(
+        matches!(&d.result, Ok(Reply::Shell(o)) if o.stdout == b"piped\n"),
+        "{:?}",
+        d.result
     );
 }

@@ -9,9 +9,10 @@
 //! the session, never in the future, so the task may `select!` it against
 //! its commands and timers.
 //!
-//! The socket is plain TCP today. Android 11+ wireless debugging wraps the
-//! same stream in TLS after STLS; the handshake reports such a TV
-//! ([`ConnectError::TlsRequired`]) until that is built.
+//! The session runs over any byte stream ([`Session::over`]): plain TCP
+//! today. Android 11+ wireless debugging wraps the same stream in TLS after
+//! STLS, which then goes in as another stream; until that is built the
+//! handshake reports such a TV ([`ConnectError::TlsRequired`]).
 
 use super::proto::{
     AdbKey, Config, Connection, ConnectionError, Event, LocalId, Peer, ShellCollector, ShellError,
@@ -21,6 +22,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -134,9 +136,14 @@ pub enum Handshake {
     },
 }
 
-/// One connection to one TV.
-pub struct Session<T> {
-    sock: TcpStream,
+/// Bytes read from the TV in one go.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// One connection to one TV, over `S` (TCP unless said otherwise).
+pub struct Session<T, S = TcpStream> {
+    rd: ReadHalf<S>,
+    wr: WriteHalf<S>,
+    buf: Box<[u8]>,
     conn: Connection,
     out: VecDeque<u8>,
     ops: HashMap<LocalId, Op<T>>,
@@ -145,7 +152,7 @@ pub struct Session<T> {
     no_v2: bool,
 }
 
-impl<T> Session<T> {
+impl<T> Session<T, TcpStream> {
     /// Opens the TCP connection and sends CNXN.
     pub async fn connect(
         host: &str,
@@ -164,8 +171,18 @@ impl<T> Session<T> {
         };
         sock.set_nodelay(true)?;
         keepalive(&sock)?;
+        Ok(Session::over(sock, key, comment))
+    }
+}
+
+impl<T, S: AsyncRead + AsyncWrite> Session<T, S> {
+    /// A session over an open stream; the first thing it sends is CNXN.
+    pub fn over(stream: S, key: AdbKey, comment: &str) -> Session<T, S> {
+        let (rd, wr) = tokio::io::split(stream);
         let mut s = Session {
-            sock,
+            rd,
+            wr,
+            buf: vec![0; READ_CHUNK].into_boxed_slice(),
             conn: Connection::new(Config::new(vec![key], comment)),
             out: VecDeque::new(),
             ops: HashMap::new(),
@@ -173,7 +190,7 @@ impl<T> Session<T> {
             no_v2: false,
         };
         s.fill_out();
-        Ok(s)
+        s
     }
 
     /// Runs the handshake until the TV is online or has been shown our key,
@@ -300,29 +317,19 @@ impl<T> Session<T> {
     /// dropped at any await has lost nothing.
     async fn io_until(&mut self, deadline: Instant) -> Result<bool, ConnectError> {
         self.fill_out();
+        // `read` and `write` lose nothing when dropped before they finish:
+        // a read that finishes has put its bytes in `buf`, a write that
+        // finishes says how many of `out` went.
+        let (front, _) = self.out.as_slices();
+        let writing = !front.is_empty();
         tokio::select! {
-            r = self.sock.readable() => {
-                r?;
-                let mut buf = [0u8; 64 * 1024];
-                match self.sock.try_read(&mut buf) {
-                    Ok(0) => return Err(ConnectError::Closed),
-                    Ok(n) => {
-                        self.conn.handle_bytes(&buf[..n])?;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(ConnectError::Io(e)),
-                }
-            }
-            w = self.sock.writable(), if !self.out.is_empty() => {
-                w?;
-                let (front, _) = self.out.as_slices();
-                match self.sock.try_write(front) {
-                    Ok(n) => {
-                        self.out.drain(..n);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(ConnectError::Io(e)),
-                }
+            r = self.rd.read(&mut self.buf) => match r? {
+                0 => return Err(ConnectError::Closed),
+                n => self.conn.handle_bytes(&self.buf[..n])?,
+            },
+            w = self.wr.write(front), if writing => {
+                let n = w?;
+                self.out.drain(..n);
             }
             _ = tokio::time::sleep_until(deadline) => return Ok(false),
         }
