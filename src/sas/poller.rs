@@ -305,11 +305,23 @@ pub async fn run(cfg: SasLineConfig, remembered: Remembered, mut ctx: TaskContex
                 }
             }
         }
-        // A pending retry has the line first; otherwise whoever is due first.
+        // A pending retry has the line first; otherwise whoever is due
+        // first, except that a due poll to another EGM goes before a link's
+        // acknowledging global: it acknowledges that link too.
         let pick = egms
             .iter()
             .position(|e| e.link.retry_pending())
-            .or_else(|| (0..egms.len()).min_by_key(|&i| egms[i].link.poll_timeout()));
+            .or_else(|| {
+                let first = (0..egms.len()).min_by_key(|&i| egms[i].link.poll_timeout())?;
+                let other = (0..egms.len())
+                    .filter(|&i| i != first && !egms[i].link.acking())
+                    .filter(|&i| egms[i].link.poll_timeout() <= now)
+                    .min_by_key(|&i| egms[i].link.poll_timeout());
+                match other {
+                    Some(o) if egms[first].link.acking() => Some(o),
+                    _ => Some(first),
+                }
+            });
         let mut records = Vec::new();
         let due = pick.filter(|&i| egms[i].link.poll_timeout() <= now);
         // Only after an exchange that went wrong can its reply still be on
@@ -372,7 +384,10 @@ pub async fn run(cfg: SasLineConfig, remembered: Remembered, mut ctx: TaskContex
                 }
             }
             let after = egms[i].link.stats();
-            unsettled = after.no_reply + after.bad_replies > before.no_reply + before.bad_replies;
+            // Bytes nobody asked for (during a global: a chirp) may have
+            // more behind them: wait for quiet before the next poll.
+            unsettled = after.no_reply + after.bad_replies + after.stray_bytes
+                > before.no_reply + before.bad_replies + before.stray_bytes;
         } else {
             let wake = egms
                 .iter()

@@ -336,8 +336,9 @@ impl Link {
     }
 
     /// The next transmission is the filler global, which need not wait for
-    /// the spacing.
-    fn ack_next(&self) -> bool {
+    /// the spacing. On a shared line a due poll to another EGM does the same
+    /// and more: the line should give that one the turn.
+    pub fn acking(&self) -> bool {
         self.config.filler == Filler::Global
             && self.unacked == Unacked::General
             && !self.sync_pending
@@ -346,7 +347,7 @@ impl Link {
     }
 
     fn send_at(&self) -> Instant {
-        if self.ack_next() {
+        if self.acking() {
             self.last_end
         } else {
             self.next_send
@@ -401,7 +402,11 @@ impl Link {
         let wire = BYTE_TIME * u32::try_from(bytes.len()).unwrap_or(u32::MAX);
         let deadline = match expect {
             Some(_) => now + wire + self.config.reply_timeout,
-            None => now + wire,
+            // Nobody answers a global, but the line stays ours for one
+            // inter-byte gap: without a wakeup bit (PTY, TCP) the next poll
+            // must start a new frame, and a chirp sent just before the EGM
+            // heard the global must not pass for the next poll's reply.
+            None => now + wire + self.config.inter_byte_timeout,
         };
         self.stats.polls_sent += 1;
         if attempt == 2 {
