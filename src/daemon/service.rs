@@ -20,8 +20,63 @@ fn notify(states: &[NotifyState]) {
     }
 }
 
+/// How often a version in trial is checked.
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
+/// A task or the store writer silent this long is unhealthy (a trial does
+/// not wait for the watchdog's verdict).
+const HEALTH_SILENT_MS: i64 = 10_000;
+
+/// Writes the OTA outcomes not yet recorded as `event` records of device
+/// `update`, so they reach `sitelink status`, the journal and the upstream.
+async fn record_update_outcomes(daemon: &Daemon) {
+    let data_dir = daemon.config().agent.data_dir.clone();
+    let pending = match tokio::task::spawn_blocking(move || crate::ota::take_pending(&data_dir)).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot read the OTA state");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "OTA state task failed");
+            return;
+        }
+    };
+    for o in pending {
+        tracing::info!(kind = %o.kind, version = %o.version, reason = o.reason.as_deref().unwrap_or(""), "update outcome");
+        let payload = serde_json::json!({"version": o.version, "reason": o.reason, "at_ms": o.at_ms});
+        let record = crate::store::NewRecord::new(
+            crate::store::Class::Event,
+            "update",
+            o.kind,
+            payload.to_string(),
+        );
+        if let Err(e) = daemon.store().append(record).await {
+            tracing::error!(error = %e, "cannot store an update outcome");
+        }
+    }
+}
+
+fn health(daemon: &Daemon) -> crate::ota::health::Health {
+    let store = daemon.store_health();
+    let (up, all) = daemon.devices_running();
+    crate::ota::health::Health {
+        store_ok: !store.disk_full() && store.silent_for_ms() < HEALTH_SILENT_MS,
+        tasks_ok: up == all && daemon.stuck(HEALTH_SILENT_MS).is_empty(),
+        upstream_ok: daemon
+            .uplink_state()
+            .get()
+            .is_none_or(|u| u.state == "connected"),
+    }
+}
+
 /// Runs until SIGTERM or SIGINT. Returns the process exit code.
-pub async fn run(config_path: &Path, config: Config, logs: LogControl) -> i32 {
+/// `ota_version`: the OTA version this process is (the launcher's), if any.
+pub async fn run(
+    config_path: &Path,
+    config: Config,
+    logs: LogControl,
+    ota_version: Option<String>,
+) -> i32 {
     let mut term = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -43,6 +98,17 @@ pub async fn run(config_path: &Path, config: Config, logs: LogControl) -> i32 {
     };
     let status = daemon.status_line().await;
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    record_update_outcomes(&daemon).await;
+    let mut trial = crate::ota::health::Trial::detect(
+        &daemon.config().agent.data_dir,
+        ota_version.as_deref(),
+        &daemon.config().update,
+    );
+    if let Some(t) = &trial {
+        tracing::info!(version = %t.version, "running an update in trial");
+    }
+    let mut health_tick = tokio::time::interval(HEALTH_EVERY);
+    let mut exit_code = 0;
     let mut pushed = daemon.take_reload_requests();
     let watchdog = sd_notify::watchdog_enabled();
     // Ping at a quarter of the period; a task silent for half of it is stuck.
@@ -80,6 +146,29 @@ pub async fn run(config_path: &Path, config: Config, logs: LogControl) -> i32 {
                     }
                 }
             }
+            _ = health_tick.tick(), if trial.is_some() => {
+                let verdict = match trial.as_mut() {
+                    Some(t) => t.observe(health(&daemon), std::time::Instant::now()),
+                    None => crate::ota::health::Verdict::Wait,
+                };
+                match (verdict, trial.take()) {
+                    (crate::ota::health::Verdict::Commit, Some(t)) => {
+                        if let Err(e) = t.commit() {
+                            tracing::error!(error = %e, "cannot commit the update; it stays in trial");
+                        }
+                        record_update_outcomes(&daemon).await;
+                    }
+                    (crate::ota::health::Verdict::RollBack(reason), Some(t)) => {
+                        if let Err(e) = t.roll_back(reason) {
+                            tracing::error!(error = %e, "cannot roll the update back");
+                        }
+                        // Non-zero: systemd restarts the launcher, which runs the previous version.
+                        exit_code = 1;
+                        break;
+                    }
+                    (_, t) => trial = t,
+                }
+            }
             _ = status_tick.tick() => {
                 let status = daemon.status_line().await;
                 notify(&[NotifyState::Status(&status)]);
@@ -97,7 +186,7 @@ pub async fn run(config_path: &Path, config: Config, logs: LogControl) -> i32 {
     {
         tracing::error!("shutdown took longer than {} ms", STOP_BUDGET.as_millis());
     }
-    0
+    exit_code
 }
 
 /// The next config pushed by the upstream, already written to the file.
