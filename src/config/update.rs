@@ -16,9 +16,11 @@ pub(super) fn read(r: &mut SectionReader<'_, '_>) -> UpdateConfig {
         for k in keys.into_inner() {
             match crate::ota::release::parse_public(&k) {
                 Ok(_) => trusted_keys.push(k),
-                Err(e) => r.error(
+                Err(_) => r.error(
                     span.clone(),
-                    format!("invalid key in `trusted_keys` in [update]: {e}"),
+                    format!(
+                        "invalid key \"{k}\" in `trusted_keys` in [update]: a key is `ed25519:` and 32 bytes in base64"
+                    ),
                     format!(
                         "write each key as `sitelink release keygen` prints it, e.g. `{KEY_EXAMPLE}`"
                     ),
@@ -109,5 +111,25 @@ mod tests {
         assert_eq!(u.trusted_keys, vec![key]);
         assert!(u.allow_downgrade);
         assert_eq!(u.url.as_deref(), Some("http://127.0.0.1:9/m.json"));
+    }
+
+    /// The block in config/sitelink.toml, uncommented, is valid as written.
+    #[test]
+    fn the_documented_block_is_valid() {
+        let text = crate::config::EMBEDDED_DEFAULT;
+        let start = text.find("#[update]").expect("an [update] block");
+        let block: String = text[start..]
+            .lines()
+            .take_while(|line| *line != "#")
+            .filter(|line| !line.starts_with("##"))
+            .map(|line| format!("{}\n", line.strip_prefix('#').expect("commented out")))
+            .collect();
+        let block = block.replace(
+            "ed25519:BASE64",
+            "ed25519:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        );
+        let u = parse(Path::new("t.toml"), &block).expect("valid when uncommented").update;
+        assert_eq!(u.max_bytes, 64 << 20);
+        assert_eq!(u.check_every, Duration::from_secs(3600));
     }
 }
