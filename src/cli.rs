@@ -196,6 +196,16 @@ pub enum HubCommand {
         agent: String,
         file: PathBuf,
     },
+    /// Offer a signed release to a connected agent; prints what it did.
+    OfferUpdate {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        agent: String,
+        /// The manifest from `sitelink release sign`.
+        manifest: PathBuf,
+        /// Where the agent fetches the binary (http:// or https://).
+        url: String,
+    },
     /// What arrived, oldest first.
     Records {
         #[arg(long, value_name = "DIR")]
@@ -585,7 +595,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 m.push(".json");
                 PathBuf::from(m)
             });
-            match crate::ota::install(&cfg.agent.data_dir, &cfg.update, &manifest, &file, false) {
+            match crate::ota::install(&cfg.agent.data_dir, &cfg.update, &manifest, &file, None) {
                 Ok(m) => {
                     println!(
                         "installed {} in trial; it runs at the next start: systemctl restart sitelink",
@@ -755,6 +765,25 @@ fn hub(args: HubArgs) -> Result<(), Failure> {
             })?;
             let what = format!("config for {agent}");
             ask(&data, ControlRequest::Config { agent, toml }, &what)
+        }
+        Some(HubCommand::OfferUpdate {
+            data,
+            agent,
+            manifest,
+            url,
+        }) => {
+            let m = crate::ota::release::read_manifest(&manifest)
+                .map_err(|e| bad_input(format!("sitelink hub offer-update: {e}")))?;
+            let what = format!("update {} for {agent}", m.version);
+            ask(
+                &data,
+                ControlRequest::Update {
+                    agent,
+                    url,
+                    manifest: m,
+                },
+                &what,
+            )
         }
         Some(HubCommand::Records {
             data,

@@ -25,6 +25,8 @@ const HEALTH_EVERY: Duration = Duration::from_secs(1);
 /// A task or the store writer silent this long is unhealthy (a trial does
 /// not wait for the watchdog's verdict).
 const HEALTH_SILENT_MS: i64 = 10_000;
+/// After an install, how long the loop waits before it stops.
+const RESULT_GRACE: Duration = Duration::from_secs(1);
 
 /// Writes the OTA outcomes not yet recorded as `event` records of device
 /// `update`, so they reach `sitelink status`, the journal and the upstream.
@@ -108,6 +110,9 @@ pub async fn run(
         tracing::info!(version = %t.version, "running an update in trial");
     }
     let mut health_tick = tokio::time::interval(HEALTH_EVERY);
+    let mut offers = daemon.take_update_requests();
+    // An installed update: the loop ends so systemd starts it (Restart=always).
+    let (installed_tx, mut installed) = tokio::sync::mpsc::channel::<String>(1);
     let mut exit_code = 0;
     let mut pushed = daemon.take_reload_requests();
     let watchdog = sd_notify::watchdog_enabled();
@@ -145,6 +150,46 @@ pub async fn run(
                         tracing::error!(task = %s.task, silent_ms = s.silent_ms, "task is stuck: the watchdog is no longer pinged, systemd will restart sitelink");
                     }
                 }
+            }
+            Some(req) = next_offer(&mut offers) => {
+                let data_dir = daemon.config().agent.data_dir.clone();
+                let cfg = daemon.config().update.clone();
+                let installed_tx = installed_tx.clone();
+                let store = daemon.store();
+                tokio::spawn(async move {
+                    let version = req.offer.manifest.version.clone();
+                    let outcome = apply_offer(data_dir, cfg, req.offer).await;
+                    let ok = outcome.status == crate::uplink::proto::Status::Done;
+                    if !ok {
+                        let kind = if outcome.status == crate::uplink::proto::Status::Rejected {
+                            "update.refused"
+                        } else {
+                            "update.failed"
+                        };
+                        // A refusal changes nothing on disk, so it is recorded here.
+                        let payload = serde_json::json!({"version": version, "reason": outcome.detail["error"]});
+                        let record = crate::store::NewRecord::new(
+                            crate::store::Class::Event,
+                            "update",
+                            kind,
+                            payload.to_string(),
+                        );
+                        if let Err(e) = store.append(record).await {
+                            tracing::error!(error = %e, "cannot store an update refusal");
+                        }
+                    }
+                    let _ = req.done.send(outcome);
+                    if ok {
+                        let _ = installed_tx.send(version).await;
+                    }
+                });
+            }
+            Some(version) = installed.recv() => {
+                record_update_outcomes(&daemon).await;
+                tracing::info!(%version, "update installed: restarting into it");
+                // Time for the uplink to put the `result` on the wire.
+                tokio::time::sleep(RESULT_GRACE).await;
+                break;
             }
             _ = health_tick.tick(), if trial.is_some() => {
                 let verdict = match trial.as_mut() {
@@ -187,6 +232,47 @@ pub async fn run(
         tracing::error!("shutdown took longer than {} ms", STOP_BUDGET.as_millis());
     }
     exit_code
+}
+
+/// The next update offered by the upstream.
+async fn next_offer(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<crate::uplink::client::UpdateRequest>>,
+) -> Option<crate::uplink::client::UpdateRequest> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Fetches, verifies and installs an offered release; the `result` for the upstream.
+async fn apply_offer(
+    data_dir: std::path::PathBuf,
+    cfg: crate::config::UpdateConfig,
+    offer: crate::uplink::proto::UpdateOffer,
+) -> crate::uplink::proto::Outcome {
+    use crate::ota::OtaError;
+    use crate::uplink::proto::{Outcome, Status};
+    let id = offer.id.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        crate::ota::fetch::apply_offer(&data_dir, &cfg, &offer.url, &offer.manifest)
+    })
+    .await;
+    let (status, detail) = match done {
+        Ok(Ok(m)) => (
+            Status::Done,
+            serde_json::json!({"version": m.version, "installed": true, "detail": "installed in trial; the agent restarts into it"}),
+        ),
+        Ok(Err(e)) => {
+            let status = match e {
+                OtaError::Release(_) | OtaError::AlreadyCurrent(_) => Status::Rejected,
+                _ => Status::Failed,
+            };
+            tracing::warn!(error = %e, "the offered update was not installed");
+            (status, serde_json::json!({"error": e.to_string()}))
+        }
+        Err(e) => (Status::Failed, serde_json::json!({"error": e.to_string()})),
+    };
+    Outcome { id, status, detail }
 }
 
 /// The next config pushed by the upstream, already written to the file.

@@ -7,6 +7,7 @@
 //! at every start, so a crash at any moment leaves either the old or the new
 //! state, never a mix.
 
+pub mod fetch;
 pub mod health;
 pub mod release;
 
@@ -36,6 +37,8 @@ pub enum OtaError {
     BadState { path: PathBuf, error: String },
     #[error(transparent)]
     Release(#[from] ReleaseError),
+    #[error(transparent)]
+    Fetch(#[from] fetch::FetchError),
     #[error("version {0} is the one running now")]
     AlreadyCurrent(String),
 }
@@ -306,8 +309,10 @@ pub fn install(
     cfg: &UpdateConfig,
     manifest_path: &Path,
     binary: &Path,
-    needs_upstream: bool,
+    downloaded_from: Option<&str>,
 ) -> Result<Manifest, OtaError> {
+    // Offered by the upstream: it was reachable, so the new version must reach it too.
+    let needs_upstream = downloaded_from.is_some();
     let layout = Layout::new(data_dir);
     let manifest = release::read_manifest(manifest_path)?;
     let lock = layout.lock()?;
@@ -378,6 +383,14 @@ pub fn install(
         installed_ms: crate::clock::wall_ms(),
         needs_upstream,
     });
+    if let Some(url) = downloaded_from {
+        state.push("update.downloaded", &manifest.version, Some(url.to_string()));
+    }
+    state.push(
+        "update.verified",
+        &manifest.version,
+        Some(format!("signed by key {}", manifest.key_id)),
+    );
     state.push("update.installed", &manifest.version, None);
     lock.store(&state)?;
     tracing::info!(version = %manifest.version, "update installed; it runs at the next start, in trial");
