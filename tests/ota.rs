@@ -273,12 +273,18 @@ fn refusals_name_the_file_and_change_nothing() {
     refused(bin, &same, "not newer");
     // Oversize: a limit below the binary's size.
     let text_cfg = std::fs::read_to_string(&site.config).expect("read");
-    std::fs::write(&site.config, text_cfg.replace("max_mb = 1024\n", "max_mb = 1\n"))
-        .expect("write");
+    std::fs::write(
+        &site.config,
+        text_cfg.replace("max_mb = 1024\n", "max_mb = 1\n"),
+    )
+    .expect("write");
     refused(bin, &good, "max_bytes");
     // The private key file is owner-only.
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&site.key).expect("key").permissions().mode();
+    let mode = std::fs::metadata(&site.key)
+        .expect("key")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
 
@@ -385,7 +391,10 @@ fn an_update_that_never_becomes_healthy_is_rolled_back_to_the_previous_version()
 fn a_new_package_wins_over_an_ota_version() {
     let site = Site::new("");
     let manifest = site.sign(Path::new(BIN), "0.2.0", arch());
-    assert_eq!(site.update(Path::new(BIN), &manifest).status.code(), Some(0));
+    assert_eq!(
+        site.update(Path::new(BIN), &manifest).status.code(),
+        Some(0)
+    );
     // apt installs a package: a new /usr/bin/sitelink.
     let tmp = site.dir.path().join("new-package");
     std::fs::copy(BIN, &tmp).expect("copy");
@@ -438,7 +447,11 @@ fn sigkill_during_an_install_leaves_a_runnable_version() {
             // What the state names is whole: the launcher can exec it.
             let bin = site.data().join("ota/versions").join(&v).join("sitelink");
             let size = std::fs::metadata(&bin).expect("the current binary").len();
-            assert_eq!(size, std::fs::metadata(BIN).expect("bin").len(), "round {round}");
+            assert_eq!(
+                size,
+                std::fs::metadata(BIN).expect("bin").len(),
+                "round {round}"
+            );
             if v == version {
                 installed += 1;
             }

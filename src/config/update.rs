@@ -99,7 +99,9 @@ mod tests {
 
     #[test]
     fn defaults_and_values() {
-        let none = parse(Path::new("t.toml"), "[agent]\n").expect("valid").update;
+        let none = parse(Path::new("t.toml"), "[agent]\n")
+            .expect("valid")
+            .update;
         assert!(none.trusted_keys.is_empty());
         assert_eq!(none.health, Duration::from_secs(120));
         assert_eq!((none.max_attempts, none.max_bytes), (3, 64 << 20));
@@ -128,7 +130,9 @@ mod tests {
             "ed25519:BASE64",
             "ed25519:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
         );
-        let u = parse(Path::new("t.toml"), &block).expect("valid when uncommented").update;
+        let u = parse(Path::new("t.toml"), &block)
+            .expect("valid when uncommented")
+            .update;
         assert_eq!(u.max_bytes, 64 << 20);
         assert_eq!(u.check_every, Duration::from_secs(3600));
     }

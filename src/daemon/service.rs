@@ -32,20 +32,22 @@ const RESULT_GRACE: Duration = Duration::from_secs(1);
 /// `update`, so they reach `sitelink status`, the journal and the upstream.
 async fn record_update_outcomes(daemon: &Daemon) {
     let data_dir = daemon.config().agent.data_dir.clone();
-    let pending = match tokio::task::spawn_blocking(move || crate::ota::take_pending(&data_dir)).await {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "cannot read the OTA state");
-            return;
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "OTA state task failed");
-            return;
-        }
-    };
+    let pending =
+        match tokio::task::spawn_blocking(move || crate::ota::take_pending(&data_dir)).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot read the OTA state");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "OTA state task failed");
+                return;
+            }
+        };
     for o in pending {
         tracing::info!(kind = %o.kind, version = %o.version, reason = o.reason.as_deref().unwrap_or(""), "update outcome");
-        let payload = serde_json::json!({"version": o.version, "reason": o.reason, "at_ms": o.at_ms});
+        let payload =
+            serde_json::json!({"version": o.version, "reason": o.reason, "at_ms": o.at_ms});
         let record = crate::store::NewRecord::new(
             crate::store::Class::Event,
             "update",

@@ -9,8 +9,8 @@ pub mod store;
 
 use crate::pki;
 use crate::uplink::proto::{
-    self, AgentMessage, Batch, Command, ConfigPush, Incoming, Outcome, UpdateOffer, UpstreamMessage,
-    Welcome,
+    self, AgentMessage, Batch, Command, ConfigPush, Incoming, Outcome, UpdateOffer,
+    UpstreamMessage, Welcome,
 };
 use crate::uplink::tls;
 use futures_util::{SinkExt, StreamExt};

@@ -23,9 +23,18 @@ pub enum FetchError {
     #[error("{url}: the server answered HTTP {status}")]
     Status { url: String, status: u16 },
     #[error(
-        "{url}: {got} bytes, the manifest says {want}: the download is incomplete (it resumes at the next try)"
+        "{url}: {got} bytes, the manifest says {want}: the download is incomplete; it resumes at the next try"
     )]
     Short { url: String, got: u64, want: u64 },
+    #[error(
+        "{url}: interrupted after {got} of {want} bytes ({error}); the download resumes at the next try"
+    )]
+    Interrupted {
+        url: String,
+        got: u64,
+        want: u64,
+        error: String,
+    },
     #[error("{url}: the server sent more than the manifest's {want} bytes: refused")]
     Long { url: String, want: u64 },
     #[error("{path}: {source}")]
@@ -107,8 +116,10 @@ pub fn download(url: &str, dest: &Path, size: u64) -> Result<(), FetchError> {
                 Ok(n) => n,
                 Err(e) => {
                     file.sync_all().map_err(io(dest))?;
-                    return Err(FetchError::Http {
+                    return Err(FetchError::Interrupted {
                         url: url.to_string(),
+                        got: offset + got,
+                        want: size,
                         error: e.to_string(),
                     });
                 }

@@ -115,7 +115,11 @@ impl Trial {
         let Some(mut state) = lock.load()? else {
             return Ok(());
         };
-        if state.current.as_ref().is_some_and(|c| c.version == self.version) {
+        if state
+            .current
+            .as_ref()
+            .is_some_and(|c| c.version == self.version)
+        {
             state.roll_back(reason);
             lock.store(&state)?;
         }
@@ -157,7 +161,10 @@ mod tests {
         };
         assert_eq!(t.observe(bad, t0 + Duration::from_secs(9)), Verdict::Wait);
         assert_eq!(t.observe(GOOD, t0 + Duration::from_secs(10)), Verdict::Wait);
-        assert_eq!(t.observe(GOOD, t0 + Duration::from_secs(20)), Verdict::Commit);
+        assert_eq!(
+            t.observe(GOOD, t0 + Duration::from_secs(20)),
+            Verdict::Commit
+        );
     }
 
     #[test]
@@ -168,7 +175,10 @@ mod tests {
             upstream_ok: false,
             ..GOOD
         };
-        assert_eq!(t.observe(offline, t0 + Duration::from_secs(29)), Verdict::Wait);
+        assert_eq!(
+            t.observe(offline, t0 + Duration::from_secs(29)),
+            Verdict::Wait
+        );
         match t.observe(offline, t0 + Duration::from_secs(30)) {
             Verdict::RollBack(why) => assert!(why.contains("upstream"), "{why}"),
             v => panic!("{v:?}"),
@@ -177,6 +187,9 @@ mod tests {
         let mut t = trial(false);
         let t0 = t.started;
         assert_eq!(t.observe(offline, t0), Verdict::Wait);
-        assert_eq!(t.observe(offline, t0 + Duration::from_secs(10)), Verdict::Commit);
+        assert_eq!(
+            t.observe(offline, t0 + Duration::from_secs(10)),
+            Verdict::Commit
+        );
     }
 }

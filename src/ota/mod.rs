@@ -223,7 +223,10 @@ impl Lock {
     pub fn sync_links(&self, state: &State) -> Result<(), OtaError> {
         let root = &self.layout.root;
         for (name, version) in [
-            ("current", state.current.as_ref().map(|s| s.version.as_str())),
+            (
+                "current",
+                state.current.as_ref().map(|s| s.version.as_str()),
+            ),
             ("previous", state.previous.as_deref()),
         ] {
             let link = root.join(name);
@@ -384,7 +387,11 @@ pub fn install(
         needs_upstream,
     });
     if let Some(url) = downloaded_from {
-        state.push("update.downloaded", &manifest.version, Some(url.to_string()));
+        state.push(
+            "update.downloaded",
+            &manifest.version,
+            Some(url.to_string()),
+        );
     }
     state.push(
         "update.verified",

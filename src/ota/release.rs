@@ -54,11 +54,17 @@ pub enum ReleaseError {
     },
     #[error("{path}: not a sitelink release manifest: {error}")]
     BadManifest { path: PathBuf, error: String },
-    #[error("{path}: not a private key file (one line `{PRIVATE_PREFIX}BASE64` from `sitelink release keygen`)")]
+    #[error(
+        "{path}: not a private key file (one line `{PRIVATE_PREFIX}BASE64` from `sitelink release keygen`)"
+    )]
     BadPrivateKey { path: PathBuf },
-    #[error("{0}: a key must be `{PUBLIC_PREFIX}` and 32 bytes in base64, as `sitelink release keygen` prints")]
+    #[error(
+        "{0}: a key must be `{PUBLIC_PREFIX}` and 32 bytes in base64, as `sitelink release keygen` prints"
+    )]
     BadPublicKey(String),
-    #[error("version `{0}` is not MAJOR.MINOR.PATCH (digits, optionally -PRERELEASE of letters, digits, dots)")]
+    #[error(
+        "version `{0}` is not MAJOR.MINOR.PATCH (digits, optionally -PRERELEASE of letters, digits, dots)"
+    )]
     BadVersion(String),
     #[error("{path}: exists; remove it or choose another directory")]
     Exists { path: PathBuf },
