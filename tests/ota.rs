@@ -311,6 +311,8 @@ fn an_update_runs_through_the_launcher_and_commits_after_a_healthy_window() {
     assert_eq!(daemon.stop(), Some(0));
     let state = site.state();
     assert_eq!(state["current"]["trial"], false);
+    let status = text(&site.cli(&["status"]).stdout);
+    assert!(status.contains("update:    0.2.0 (committed)"), "{status}");
     assert!(site.records("update.installed").contains("0.2.0"));
     assert!(site.records("update.committed").contains("0.2.0"));
     // Committed: the next start runs it without counting an attempt.
@@ -356,6 +358,12 @@ fn an_update_that_exits_at_start_is_rolled_back_to_the_package() {
     assert!(rolled.contains("0.3.0"), "{rolled}");
     assert!(rolled.contains("started 2 times"), "{rolled}");
     assert!(!site.data().join("ota/current").exists());
+    let status = text(&site.cli(&["status"]).stdout);
+    assert!(
+        status.contains("update:    the package's version runs")
+            && status.contains("last: update.rolled_back 0.3.0"),
+        "{status}"
+    );
 }
 
 #[test]

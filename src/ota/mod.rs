@@ -51,12 +51,15 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OtaError + '_ {
 }
 
 /// The packaged binary this state was built over: an apt upgrade or
-/// reinstall changes it, and then the package wins.
+/// reinstall changes it, and then the package wins. Inode and ctime, not
+/// mtime: dpkg sets a file's mtime from the .deb, so a reinstall of the same
+/// package keeps it, but it unpacks to a new file renamed into place.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fingerprint {
     pub version: String,
     pub size: u64,
-    pub mtime_ns: i128,
+    pub inode: u64,
+    pub ctime_ns: i128,
 }
 
 impl Fingerprint {
@@ -66,7 +69,8 @@ impl Fingerprint {
         Ok(Fingerprint {
             version: env!("CARGO_PKG_VERSION").to_string(),
             size: m.len(),
-            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            inode: m.ino(),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
         })
     }
 }
