@@ -96,17 +96,25 @@ impl Drop for Proc {
     }
 }
 
-/// Serves `body` at any path with Range support; the first transfer stops
-/// after `cut` bytes. Returns the port and the Range headers seen.
-fn serve(body: Vec<u8>, cut: usize) -> (u16, Arc<Mutex<Vec<Option<String>>>>) {
+/// Serves `body` at any path with Range support (`manifest` at paths ending
+/// in .json); the first transfer of `body` stops after `cut` bytes. Returns
+/// the port and the Range headers seen for `body`.
+fn serve(
+    body: Vec<u8>,
+    cut: usize,
+    manifest: Option<Vec<u8>>,
+) -> (u16, Arc<Mutex<Vec<Option<String>>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let ranges = Arc::new(Mutex::new(Vec::new()));
     let seen = ranges.clone();
     std::thread::spawn(move || {
-        for (n, stream) in listener.incoming().take(20).enumerate() {
+        let mut n = 0;
+        for stream in listener.incoming().take(20) {
             let Ok(mut stream) = stream else { continue };
             let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
             let mut range = None;
             for _ in 0..100 {
                 let mut line = String::new();
@@ -116,6 +124,15 @@ fn serve(body: Vec<u8>, cut: usize) -> (u16, Arc<Mutex<Vec<Option<String>>>>) {
                 if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
                     range = v.trim().trim_end_matches('-').parse::<usize>().ok();
                 }
+            }
+            if let Some(m) = manifest.as_ref().filter(|_| request.contains(".json ")) {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    m.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(m);
+                continue;
             }
             seen.lock()
                 .expect("lock")
@@ -135,6 +152,7 @@ fn serve(body: Vec<u8>, cut: usize) -> (u16, Arc<Mutex<Vec<Option<String>>>>) {
                 )
             };
             let end = if n == 0 { cut } else { body.len() };
+            n += 1;
             let _ = stream.write_all(head.as_bytes());
             let _ = stream.write_all(&body[start..end.max(start)]);
             let _ = stream.flush();
@@ -214,7 +232,7 @@ fn an_update_through_the_hub_resumes_its_download_installs_and_commits() {
     ]);
     let body = std::fs::read(BIN).expect("read binary");
     let size = body.len();
-    let (port, ranges) = serve(body, size / 3);
+    let (port, ranges) = serve(body, size / 3, None);
     let url = format!("http://127.0.0.1:{port}/sitelink");
     let offer = || {
         Command::new(BIN)
@@ -317,4 +335,97 @@ fn an_update_through_the_hub_resumes_its_download_installs_and_commits() {
         std::thread::sleep(Duration::from_millis(200));
     }
     drop(hub);
+}
+
+/// `[update] url`: the agent polls the manifest at start, fetches the
+/// binary beside it, restarts into it; after a rollback it does not take
+/// the same version again.
+#[test]
+fn the_release_url_is_polled_and_a_newer_version_installed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("keys");
+    let public = text(&sitelink(&["release", "keygen", "--out", p(&keys)]).stdout)
+        .lines()
+        .last()
+        .expect("key")
+        .to_string();
+    let manifest = dir.path().join("release.json");
+    sitelink(&[
+        "release",
+        "sign",
+        "--key",
+        p(&keys.join("release.key")),
+        "--binary",
+        BIN,
+        "--version",
+        "0.2.0",
+        "--arch",
+        sitelink::ota::release::running_arch(),
+        "--out",
+        p(&manifest),
+    ]);
+    let body = std::fs::read(BIN).expect("read binary");
+    let size = body.len();
+    let (port, ranges) = serve(
+        body,
+        size,
+        Some(std::fs::read(&manifest).expect("manifest")),
+    );
+    let package: PathBuf = dir.path().join("usr-bin-sitelink");
+    std::fs::copy(BIN, &package).expect("copy package");
+    let config = dir.path().join("sitelink.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nid = \"{AGENT}\"\ndata_dir = \"{}\"\n\n[[generator]]\nname = \"g1\"\nclass = \"event\"\nrate = 5\n\n[update]\ntrusted_keys = [\"{public}\"]\nmax_mb = 1024\nhealth_s = 10\nurl = \"http://127.0.0.1:{port}/sitelink-amd64.json\"\ncheck_s = 3600\n",
+            dir.path().join("agent").display(),
+        ),
+    )
+    .expect("config");
+    let start_agent = || {
+        let mut cmd = Command::new(&package);
+        cmd.args(["run", "--config", p(&config)]);
+        Proc::spawn(cmd)
+    };
+    let mut agent = start_agent();
+    agent.wait_for(
+        "update installed: restarting into it",
+        Duration::from_secs(30),
+    );
+    assert_eq!(agent.wait_exit(Duration::from_secs(20)), Some(0));
+    assert_eq!(ranges.lock().expect("lock").len(), 1);
+    drop(agent);
+    let agent = start_agent();
+    agent.wait_for("running an update in trial", Duration::from_secs(20));
+    agent.wait_for("update committed", Duration::from_secs(40));
+    drop(agent);
+    // Committed 0.2.0 is what the URL offers: nothing more is fetched.
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("agent/ota/state.json")).expect("state"),
+    )
+    .expect("json");
+    assert_eq!(state["current"]["version"], "0.2.0");
+    assert_eq!(state["current"]["trial"], false);
+    let agent = start_agent();
+    agent.wait_for("sitelink started", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(2));
+    drop(agent);
+    assert_eq!(
+        ranges.lock().expect("lock").len(),
+        1,
+        "fetched the binary again"
+    );
+    // Had 0.2.0 been rolled back here, the poll would not take it again.
+    let mut state = state;
+    state["current"] = serde_json::Value::Null;
+    state["rolled_back"] = serde_json::json!(["0.2.0"]);
+    std::fs::write(dir.path().join("agent/ota/state.json"), state.to_string()).expect("state");
+    let agent = start_agent();
+    agent.wait_for("rolled back here before", Duration::from_secs(20));
+    drop(agent);
+    assert_eq!(
+        ranges.lock().expect("lock").len(),
+        1,
+        "fetched a rolled-back version"
+    );
 }

@@ -30,13 +30,15 @@ pub(super) fn read(r: &mut SectionReader<'_, '_>) -> UpdateConfig {
     }
     let url = r.optional::<String>("url").and_then(|u| {
         let text = u.get_ref();
-        if text.starts_with("http://") || text.starts_with("https://") {
+        if (text.starts_with("http://") || text.starts_with("https://")) && text.ends_with(".json") {
             Some(u.into_inner())
         } else {
             r.error(
                 u.span(),
-                format!("`url` in [update] must start with http:// or https://, found \"{text}\""),
-                "the URL of the release manifest, e.g. `url = \"https://releases.example.com/sitelink/arm64.json\"`".to_string(),
+                format!(
+                    "`url` in [update] must be an http:// or https:// URL of a .json manifest, found \"{text}\""
+                ),
+                "the URL of the release manifest (the binary is the same URL without .json), e.g. `url = \"https://releases.example.com/sitelink/arm64.json\"`".to_string(),
             );
             None
         }
@@ -44,7 +46,7 @@ pub(super) fn read(r: &mut SectionReader<'_, '_>) -> UpdateConfig {
     let check_s: u64 = r.int(
         "check_s",
         Int {
-            min: 60,
+            min: 10,
             max: 604_800,
             unit: "s",
             default: 3600,

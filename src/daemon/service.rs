@@ -115,6 +115,9 @@ pub async fn run(
     let mut offers = daemon.take_update_requests();
     // An installed update: the loop ends so systemd starts it (Restart=always).
     let (installed_tx, mut installed) = tokio::sync::mpsc::channel::<String>(1);
+    // `[update] url`: checked at start, then every check_s; one poll at a time.
+    let mut poll_tick = tokio::time::interval(daemon.config().update.check_every);
+    let polling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut exit_code = 0;
     let mut pushed = daemon.take_reload_requests();
     let watchdog = sd_notify::watchdog_enabled();
@@ -186,6 +189,19 @@ pub async fn run(
                     }
                 });
             }
+            _ = poll_tick.tick(), if daemon.config().update.url.is_some() && trial.is_none() => {
+                if !polling.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                    let data_dir = daemon.config().agent.data_dir.clone();
+                    let cfg = daemon.config().update.clone();
+                    let installed_tx = installed_tx.clone();
+                    let store = daemon.store();
+                    let polling = polling.clone();
+                    tokio::spawn(async move {
+                        poll_release(data_dir, cfg, installed_tx, store).await;
+                        polling.store(false, std::sync::atomic::Ordering::Release);
+                    });
+                }
+            }
             Some(version) = installed.recv() => {
                 record_update_outcomes(&daemon).await;
                 tracing::info!(%version, "update installed: restarting into it");
@@ -243,6 +259,50 @@ async fn next_offer(
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// One check of `[update] url`; an install ends the service loop.
+async fn poll_release(
+    data_dir: std::path::PathBuf,
+    cfg: crate::config::UpdateConfig,
+    installed: tokio::sync::mpsc::Sender<String>,
+    store: crate::store::StoreHandle,
+) {
+    let Some(url) = cfg.url.clone() else {
+        return;
+    };
+    let polled =
+        tokio::task::spawn_blocking(move || crate::ota::fetch::poll(&data_dir, &cfg, &url)).await;
+    let error = match polled {
+        Ok(Ok(Some(m))) => {
+            let _ = installed.send(m.version).await;
+            return;
+        }
+        Ok(Ok(None)) => return,
+        // Offline is normal at a venue: logged, not an event every check_s.
+        Ok(Err(
+            e @ crate::ota::OtaError::Fetch(
+                crate::ota::fetch::FetchError::Http { .. }
+                | crate::ota::fetch::FetchError::Status { .. },
+            ),
+        )) => {
+            tracing::warn!(error = %e, "cannot check the release URL");
+            return;
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(%error, "the release URL's update was not installed");
+    let payload = serde_json::json!({"reason": error});
+    let record = crate::store::NewRecord::new(
+        crate::store::Class::Event,
+        "update",
+        "update.failed",
+        payload.to_string(),
+    );
+    if let Err(e) = store.append(record).await {
+        tracing::error!(error = %e, "cannot store an update failure");
     }
 }
 

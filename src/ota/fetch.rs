@@ -152,6 +152,44 @@ pub fn download(url: &str, dest: &Path, size: u64) -> Result<(), FetchError> {
     })
 }
 
+/// Largest manifest accepted from the release URL.
+const MAX_MANIFEST_BYTES: u64 = 64 * 1024;
+
+/// `[update] url`: fetches the manifest; if it names a version newer than
+/// the running one and not rolled back here before, downloads the binary
+/// (the same URL without `.json`) and installs it. `None`: nothing to do.
+pub fn poll(data_dir: &Path, cfg: &UpdateConfig, url: &str) -> Result<Option<Manifest>, OtaError> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(CONNECT_TIMEOUT))
+        .build()
+        .into();
+    let http = |e: ureq::Error| FetchError::Http {
+        url: url.to_string(),
+        error: e.to_string(),
+    };
+    let bytes = agent
+        .get(url)
+        .call()
+        .map_err(http)?
+        .body_mut()
+        .with_config()
+        .limit(MAX_MANIFEST_BYTES)
+        .read_to_vec()
+        .map_err(http)?;
+    let manifest = release::parse_manifest(Path::new(url), &bytes)?;
+    let state = super::summary(data_dir);
+    let running = super::running_version(state.as_ref());
+    if release::compare_versions(&manifest.version, &running) != std::cmp::Ordering::Greater {
+        return Ok(None);
+    }
+    if state.is_some_and(|s| s.rolled_back.contains(&manifest.version)) {
+        tracing::info!(version = %manifest.version, "the release URL offers a version rolled back here before; not installing it again");
+        return Ok(None);
+    }
+    let binary_url = url.strip_suffix(".json").unwrap_or(url);
+    apply_offer(data_dir, cfg, binary_url, &manifest).map(Some)
+}
+
 /// An offered release: checks the manifest (so nothing unsigned or too big
 /// is fetched), downloads the binary, installs it in trial.
 pub fn apply_offer(

@@ -25,6 +25,8 @@ const OTA_DIR: &str = "ota";
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "lock";
 const BINARY: &str = "sitelink";
+/// How many rolled-back versions the state remembers.
+const ROLLED_BACK_KEPT: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OtaError {
@@ -107,6 +109,10 @@ pub struct State {
     pub previous: Option<String>,
     #[serde(default)]
     pub pending: Vec<Outcome>,
+    /// Versions rolled back here, newest last: the release URL's poll does
+    /// not install them again (an explicit offer or file still can).
+    #[serde(default)]
+    pub rolled_back: Vec<String>,
 }
 
 impl State {
@@ -123,6 +129,11 @@ impl State {
     pub fn roll_back(&mut self, reason: String) {
         if let Some(cur) = self.current.take() {
             tracing::error!(version = %cur.version, %reason, "update rolled back");
+            self.rolled_back.retain(|v| *v != cur.version);
+            self.rolled_back.push(cur.version.clone());
+            if self.rolled_back.len() > ROLLED_BACK_KEPT {
+                self.rolled_back.remove(0);
+            }
             self.push("update.rolled_back", &cur.version, Some(reason));
         }
         self.current = self.previous.take().map(|version| Slot {
@@ -330,6 +341,7 @@ pub fn install(
             current: None,
             previous: None,
             pending: Vec::new(),
+            rolled_back: Vec::new(),
         },
     };
     let running = running_version(Some(&state));
