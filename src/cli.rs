@@ -595,7 +595,12 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 m.push(".json");
                 PathBuf::from(m)
             });
-            match crate::ota::install(&cfg.agent.data_dir, &cfg.update, &manifest, &file, None) {
+            let installed =
+                crate::ota::install(&cfg.agent.data_dir, &cfg.update, &manifest, &file, None);
+            if let Err(e) = crate::ota::give_to_data_dir_owner(&cfg.agent.data_dir) {
+                eprintln!("sitelink update: {e}");
+            }
+            match installed {
                 Ok(m) => {
                     println!(
                         "installed {} in trial; it runs at the next start: systemctl restart sitelink",

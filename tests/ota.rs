@@ -489,3 +489,39 @@ fn sigkill_during_an_install_leaves_a_runnable_version() {
     assert!(dirs <= 2, "{dirs} version directories left");
     eprintln!("{installed} of 12 interrupted installs had completed");
 }
+
+/// `sudo sitelink update`: what root made under ota/ belongs to the
+/// service's user (the owner of data_dir), or the service could not lock
+/// or write the state. Only meaningful as root; as another user it checks
+/// that nothing changes owner.
+#[test]
+fn an_update_installed_by_root_belongs_to_the_data_dir_owner() {
+    use std::os::unix::fs::MetadataExt;
+    let site = Site::new("");
+    std::fs::create_dir_all(site.data()).expect("data dir");
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let service_uid = if root {
+        65534
+    } else {
+        unsafe { libc::geteuid() }
+    };
+    if root {
+        std::os::unix::fs::chown(site.data(), Some(65534), Some(65534)).expect("chown");
+    }
+    let manifest = site.sign(Path::new(BIN), "0.2.0", arch());
+    let out = site.update(Path::new(BIN), &manifest);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let ota = site.data().join("ota");
+    for p in [
+        ota.clone(),
+        ota.join("state.json"),
+        ota.join("lock"),
+        ota.join("current"),
+        ota.join("versions/0.2.0"),
+        ota.join("versions/0.2.0/sitelink"),
+    ] {
+        let m = std::fs::symlink_metadata(&p).expect("exists");
+        assert_eq!(m.uid(), service_uid, "{}", p.display());
+    }
+}

@@ -305,6 +305,37 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OtaError> {
     fsync_dir(dir)
 }
 
+/// Run as root (`sudo sitelink update`), the files made under `ota/` would
+/// be root's and the service could not take the lock or write the state:
+/// they are given to the owner of `data_dir` (the service's user).
+pub fn give_to_data_dir_owner(data_dir: &Path) -> Result<(), OtaError> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let owner = std::fs::metadata(data_dir).map_err(io(data_dir))?;
+    let (uid, gid) = (owner.uid(), owner.gid());
+    if uid == 0 {
+        return Ok(());
+    }
+    let root = Layout::new(data_dir).root;
+    // ota/, versions/ (and the files in ota/), versions/VERSION/, the binary.
+    let mut level = vec![root];
+    for _ in 0..4 {
+        let mut next = Vec::new();
+        for path in level {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(io(&path))?;
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                let entries = std::fs::read_dir(&path).map_err(io(&path))?;
+                next.extend(entries.flatten().map(|e| e.path()));
+            }
+        }
+        level = next;
+    }
+    Ok(())
+}
+
 /// The version running now, for the downgrade check.
 pub fn running_version(state: Option<&State>) -> String {
     state
