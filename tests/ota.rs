@@ -245,7 +245,7 @@ fn refusals_name_the_file_and_change_nothing() {
     // Wrong arch.
     let foreign = if arch() == "arm64" { "armhf" } else { "arm64" };
     let wrong_arch = site.sign(bin, "0.2.1", foreign);
-    refused(bin, &wrong_arch, "use the");
+    refused(bin, &wrong_arch, "the release is for");
     // Unknown key: a second key not in trusted_keys.
     let other_keys = site.dir.path().join("other-keys");
     let out = Command::new(BIN)

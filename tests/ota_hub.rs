@@ -429,3 +429,149 @@ fn the_release_url_is_polled_and_a_newer_version_installed() {
         "fetched a rolled-back version"
     );
 }
+
+/// SIGKILL of the agent in the middle of a download from the release URL:
+/// the part on disk is resumed with a Range request at the next start.
+#[test]
+fn a_download_killed_half_way_resumes_after_the_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("keys");
+    let public = text(&sitelink(&["release", "keygen", "--out", p(&keys)]).stdout)
+        .lines()
+        .last()
+        .expect("key")
+        .to_string();
+    let manifest = dir.path().join("release.json");
+    sitelink(&[
+        "release",
+        "sign",
+        "--key",
+        p(&keys.join("release.key")),
+        "--binary",
+        BIN,
+        "--version",
+        "0.2.0",
+        "--arch",
+        sitelink::ota::release::running_arch(),
+        "--out",
+        p(&manifest),
+    ]);
+    let body = Arc::new(std::fs::read(BIN).expect("read binary"));
+    let manifest_bytes = Arc::new(std::fs::read(&manifest).expect("manifest"));
+    let cut = body.len() / 2;
+    // One thread per connection: the first transfer stalls after `cut`
+    // bytes (the agent is killed then), the others are served whole.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let ranges: Arc<Mutex<Vec<Option<usize>>>> = Arc::new(Mutex::new(Vec::new()));
+    let seen = ranges.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(20) {
+            let Ok(mut stream) = stream else { continue };
+            let (body, manifest_bytes, seen) = (body.clone(), manifest_bytes.clone(), seen.clone());
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut request = String::new();
+                let _ = reader.read_line(&mut request);
+                let mut range = None;
+                for _ in 0..100 {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                        range = v.trim().trim_end_matches('-').parse::<usize>().ok();
+                    }
+                }
+                if request.contains(".json ") {
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        manifest_bytes.len()
+                    );
+                    let _ = stream.write_all(head.as_bytes());
+                    let _ = stream.write_all(&manifest_bytes);
+                    return;
+                }
+                let first = {
+                    let mut s = seen.lock().expect("lock");
+                    s.push(range);
+                    s.len() == 1
+                };
+                let start = range.unwrap_or(0).min(body.len());
+                let head = match range {
+                    Some(_) => format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{}/{}\r\nConnection: close\r\n\r\n",
+                        body.len() - start,
+                        body.len() - 1,
+                        body.len()
+                    ),
+                    None => format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    ),
+                };
+                let _ = stream.write_all(head.as_bytes());
+                if first {
+                    let _ = stream.write_all(&body[..cut]);
+                    let _ = stream.flush();
+                    std::thread::sleep(Duration::from_secs(60));
+                } else {
+                    let _ = stream.write_all(&body[start..]);
+                }
+            });
+        }
+    });
+    let package: PathBuf = dir.path().join("usr-bin-sitelink");
+    std::fs::copy(BIN, &package).expect("copy package");
+    let config = dir.path().join("sitelink.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nid = \"{AGENT}\"\ndata_dir = \"{}\"\n\n[[generator]]\nname = \"g1\"\nclass = \"event\"\nrate = 5\n\n[update]\ntrusted_keys = [\"{public}\"]\nmax_mb = 1024\nurl = \"http://127.0.0.1:{port}/sitelink-amd64.json\"\n",
+            dir.path().join("agent").display(),
+        ),
+    )
+    .expect("config");
+    let start_agent = || {
+        let mut cmd = Command::new(&package);
+        cmd.args(["run", "--config", p(&config)]);
+        Proc::spawn(cmd)
+    };
+    let mut agent = start_agent();
+    let downloads = dir.path().join("agent/ota/downloads");
+    let part_len = || {
+        std::fs::read_dir(&downloads)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+            .map(|e| e.metadata().map_or(0, |m| m.len()))
+            .max()
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while part_len() < cut as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "the download did not get half way: {}",
+            part_len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(agent.child.id() as i32, libc::SIGKILL) };
+    let _ = agent.wait_exit(Duration::from_secs(10));
+    drop(agent);
+    assert!(
+        !dir.path().join("agent/ota/state.json").exists(),
+        "installed before the download ended"
+    );
+    let mut agent = start_agent();
+    agent.wait_for(
+        "update installed: restarting into it",
+        Duration::from_secs(30),
+    );
+    assert_eq!(agent.wait_exit(Duration::from_secs(20)), Some(0));
+    assert_eq!(ranges.lock().expect("lock").clone(), vec![None, Some(cut)]);
+    assert_eq!(part_len(), 0, "the part was not removed after the install");
+}
