@@ -100,6 +100,7 @@ fn start_uplink(store: &Store, cfg: UpstreamConfig) -> Uplink {
         dispatcher: Dispatcher::start(store.handle()),
         config_path: "/nonexistent/sitelink.toml".into(),
         reloads: None,
+        updates: None,
         config,
         shutdown,
         state: UplinkState::default(),

@@ -88,6 +88,46 @@ pub enum Command {
     },
     /// The reference upstream: serve agents, or talk to a running hub.
     Hub(HubArgs),
+    /// Sign releases for over-the-air update (on the release machine).
+    Release {
+        #[command(subcommand)]
+        action: ReleaseCommand,
+    },
+    /// Install a signed release from a file (offline update); it runs, in
+    /// trial, at the next start of the service.
+    Update {
+        /// The release binary.
+        #[arg(long, value_name = "PATH")]
+        file: PathBuf,
+        /// Its manifest (default: PATH.json).
+        #[arg(long, value_name = "PATH")]
+        manifest: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReleaseCommand {
+    /// A new signing key: DIR/release.key (0600) and DIR/release.pub; prints
+    /// the public key for `[update] trusted_keys`.
+    Keygen {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Writes the signed manifest of a release binary.
+    Sign {
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        #[arg(long, value_name = "PATH")]
+        binary: PathBuf,
+        /// MAJOR.MINOR.PATCH[-PRE].
+        #[arg(long)]
+        version: String,
+        /// amd64, arm64 or armhf.
+        #[arg(long)]
+        arch: String,
+        #[arg(long, value_name = "MANIFEST")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -155,6 +195,16 @@ pub enum HubCommand {
         data: PathBuf,
         agent: String,
         file: PathBuf,
+    },
+    /// Offer a signed release to a connected agent; prints what it did.
+    OfferUpdate {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        agent: String,
+        /// The manifest from `sitelink release sign`.
+        manifest: PathBuf,
+        /// Where the agent fetches the binary (http:// or https://).
+        url: String,
     },
     /// What arrived, oldest first.
     Records {
@@ -370,7 +420,21 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Run => {
             let cfg = load_config(&cli.config)?;
             let logs = crate::daemon::logging::init(&cfg.agent.log_level);
-            let code = runtime()?.block_on(crate::daemon::service::run(&cli.config, cfg, logs));
+            // The launcher, before anything else: it may exec another version.
+            let ota_version = match crate::ota::launch(&cfg.agent.data_dir, &cfg.update) {
+                Ok(v) => v,
+                Err(e) => {
+                    // A broken OTA state must not stop the agent: the package's version runs.
+                    tracing::error!(error = %e, "OTA launcher failed; running the package's version");
+                    None
+                }
+            };
+            let code = runtime()?.block_on(crate::daemon::service::run(
+                &cli.config,
+                cfg,
+                logs,
+                ota_version,
+            ));
             match code {
                 0 => Ok(()),
                 c => Err(Failure {
@@ -523,6 +587,33 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Pki { action } => pki(action),
+        Command::Release { action } => release(action),
+        Command::Update { file, manifest } => {
+            let cfg = load_config(&cli.config)?;
+            let manifest = manifest.unwrap_or_else(|| {
+                let mut m = file.clone().into_os_string();
+                m.push(".json");
+                PathBuf::from(m)
+            });
+            let installed =
+                crate::ota::install(&cfg.agent.data_dir, &cfg.update, &manifest, &file, None);
+            if let Err(e) = crate::ota::give_to_data_dir_owner(&cfg.agent.data_dir) {
+                eprintln!("sitelink update: {e}");
+            }
+            match installed {
+                Ok(m) => {
+                    println!(
+                        "installed {} in trial; it runs at the next start: systemctl restart sitelink",
+                        m.version
+                    );
+                    Ok(())
+                }
+                Err(e @ crate::ota::OtaError::Io { .. }) => {
+                    Err(failed(format!("sitelink update: {e}")))
+                }
+                Err(e) => Err(bad_input(format!("sitelink update: {e}"))),
+            }
+        }
         Command::Hub(args) => hub(args),
         Command::Sim {
             device: SimCommand::Egm(args),
@@ -552,6 +643,41 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                     }
                     e => bad_input(format!("sitelink sim tv: {e}")),
                 })
+        }
+    }
+}
+
+fn release(action: ReleaseCommand) -> Result<(), Failure> {
+    use crate::ota::release::{self, ReleaseError};
+    let why = |e: ReleaseError| match e {
+        ReleaseError::Io { .. } => failed(format!("sitelink release: {e}")),
+        e => bad_input(format!("sitelink release: {e}")),
+    };
+    match action {
+        ReleaseCommand::Keygen { out } => {
+            let line = release::keygen(&out).map_err(why)?;
+            println!("wrote {}", out.join("release.key").display());
+            println!("wrote {}", out.join("release.pub").display());
+            println!("{line}");
+            Ok(())
+        }
+        ReleaseCommand::Sign {
+            key,
+            binary,
+            version,
+            arch,
+            out,
+        } => {
+            let m = release::sign(&key, &binary, &version, &arch, &out).map_err(why)?;
+            println!(
+                "wrote {}: {} {} {} bytes, key {}",
+                out.display(),
+                m.version,
+                m.arch,
+                m.size,
+                m.key_id
+            );
+            Ok(())
         }
     }
 }
@@ -644,6 +770,25 @@ fn hub(args: HubArgs) -> Result<(), Failure> {
             })?;
             let what = format!("config for {agent}");
             ask(&data, ControlRequest::Config { agent, toml }, &what)
+        }
+        Some(HubCommand::OfferUpdate {
+            data,
+            agent,
+            manifest,
+            url,
+        }) => {
+            let m = crate::ota::release::read_manifest(&manifest)
+                .map_err(|e| bad_input(format!("sitelink hub offer-update: {e}")))?;
+            let what = format!("update {} for {agent}", m.version);
+            ask(
+                &data,
+                ControlRequest::Update {
+                    agent,
+                    url,
+                    manifest: m,
+                },
+                &what,
+            )
         }
         Some(HubCommand::Records {
             data,

@@ -12,6 +12,7 @@ pub mod control;
 pub mod daemon;
 pub mod generator;
 pub mod hub;
+pub mod ota;
 pub mod pki;
 pub mod relay;
 pub mod sas;

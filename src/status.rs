@@ -46,6 +46,25 @@ pub struct StatusReport {
     pub uplink: Option<UplinkReport>,
     /// Files named `*.corrupt-*` in the data directory.
     pub quarantined_files: Vec<PathBuf>,
+    pub update: UpdateReport,
+}
+
+/// Over-the-air update: what runs and the last outcome.
+#[derive(Debug, Serialize)]
+pub struct UpdateReport {
+    /// The OTA version the launcher runs; `None`: the package's binary.
+    pub current: Option<crate::ota::Slot>,
+    pub previous: Option<String>,
+    pub max_attempts: u32,
+    /// The newest `update.*` event record.
+    pub last: Option<LastUpdate>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LastUpdate {
+    pub kind: String,
+    pub wall_ms: i64,
+    pub payload: serde_json::Value,
 }
 
 /// Gathers the report; fails only if the database cannot be read at all.
@@ -100,11 +119,25 @@ pub async fn gather(config: &Config) -> Result<StatusReport, StoreError> {
         }
     };
     let db = config.agent.data_dir.join(DB_FILE);
-    let (store, unsynced) = {
+    let (store, unsynced, last) = {
         let db = db.clone();
         tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             let r = Reader::open(&db)?;
-            Ok((r.status()?, r.unsynced_count()?))
+            let last = r
+                .records(&crate::store::RecordFilter {
+                    device: Some("update".into()),
+                    class: None,
+                    kind: None,
+                    limit: 1,
+                })?
+                .pop()
+                .map(|rec| LastUpdate {
+                    payload: serde_json::from_str(&rec.payload)
+                        .unwrap_or(serde_json::Value::String(rec.payload)),
+                    kind: rec.kind,
+                    wall_ms: rec.wall_ms,
+                });
+            Ok((r.status()?, r.unsynced_count()?, last))
         })
         .await
         .map_err(|e| StoreError::Invalid(e.to_string()))??
@@ -122,6 +155,15 @@ pub async fn gather(config: &Config) -> Result<StatusReport, StoreError> {
         store,
         uplink,
         quarantined_files: quarantined_files(&config.agent.data_dir),
+        update: {
+            let ota = crate::ota::summary(&config.agent.data_dir);
+            UpdateReport {
+                current: ota.as_ref().and_then(|s| s.current.clone()),
+                previous: ota.and_then(|s| s.previous),
+                max_attempts: config.update.max_attempts,
+                last,
+            }
+        },
     })
 }
 
@@ -296,6 +338,40 @@ impl StatusReport {
         out
     }
 
+    /// The OTA lines: the version that runs, the last outcome.
+    fn render_update(&self, now: i64) -> String {
+        let u = &self.update;
+        let mut out = match &u.current {
+            None => {
+                "update:    the package's version runs (no OTA version installed)\n".to_string()
+            }
+            Some(c) if c.trial => format!(
+                "update:    {} IN TRIAL (start {} of at most {}), falls back to {}\n",
+                c.version,
+                c.attempts,
+                u.max_attempts,
+                u.previous.as_deref().unwrap_or("the package's version")
+            ),
+            Some(c) => format!(
+                "update:    {} (committed), falls back to {}\n",
+                c.version,
+                u.previous.as_deref().unwrap_or("the package's version")
+            ),
+        };
+        if let Some(l) = &u.last {
+            let version = l.payload["version"].as_str().unwrap_or("?");
+            let reason = l.payload["reason"]
+                .as_str()
+                .map_or(String::new(), |r| format!(": {r}"));
+            out.push_str(&format!(
+                "           last: {} {version} {}{reason}\n",
+                l.kind,
+                when(now, l.wall_ms)
+            ));
+        }
+        out
+    }
+
     /// The human form.
     pub fn render(&self) -> String {
         let now = self.clock.now_ms;
@@ -362,6 +438,7 @@ impl StatusReport {
             None => "last sync: never\n".to_string(),
         });
         out.push_str(&self.render_uplink(now));
+        out.push_str(&self.render_update(now));
         for d in &s.drops {
             out.push_str(&format!(
                 "DROPPED:   {} {} records of {} ({}), seq {}..{}, last {}\n",

@@ -80,6 +80,7 @@ fn start_uplink(store: &Store, cfg: UpstreamConfig) -> Running {
         dispatcher: Dispatcher::start(store.handle()),
         config_path: "/nonexistent/sitelink.toml".into(),
         reloads: None,
+        updates: None,
         config,
         shutdown,
         state: state.clone(),

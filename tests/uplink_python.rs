@@ -108,7 +108,7 @@ fn an_upstream_written_from_the_document_alone_works_with_the_agent() {
     );
     assert_eq!(
         v["results"]["py-3"], "rejected",
-        "updates are not supported yet: {v}"
+        "an update signed by no trusted key is refused: {v}"
     );
     assert!(v["ping"]["next"].is_u64(), "{v}");
 }

@@ -12,6 +12,7 @@ mod reload;
 mod sas;
 mod store;
 mod tv;
+mod update;
 mod upstream;
 
 pub use diagnostic::{ConfigError, Diagnostic};
@@ -45,6 +46,25 @@ pub struct Config {
     pub tvs: Vec<TvConfig>,
     /// `None`: no `[upstream]`, records stay on this machine.
     pub upstream: Option<UpstreamConfig>,
+    pub update: UpdateConfig,
+}
+
+/// `[update]`: over-the-air self-update.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpdateConfig {
+    /// `ed25519:BASE64` public keys; a release signed by none is refused
+    /// (none: every update is refused).
+    pub trusted_keys: Vec<String>,
+    /// A release manifest to poll, `None`: only offers and `sitelink update`.
+    pub url: Option<String>,
+    pub check_every: Duration,
+    /// A version in trial commits after being healthy this long.
+    pub health: Duration,
+    /// Starts of a version in trial before the launcher rolls it back.
+    pub max_attempts: u32,
+    /// Largest release binary accepted, bytes.
+    pub max_bytes: u64,
+    pub allow_downgrade: bool,
 }
 
 /// `[agent]`
@@ -302,6 +322,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let upstream = r.section("upstream", |u| {
         wants_upstream.then(|| upstream::read(u)).flatten()
     });
+    let update = r.section("update", update::read);
     r.finish();
     diags.finish()?;
     Ok(Config {
@@ -312,6 +333,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         sas,
         tvs,
         upstream,
+        update,
     })
 }
 
@@ -441,6 +463,15 @@ mod tests {
             sas: Vec::new(),
             tvs: Vec::new(),
             upstream: None,
+            update: UpdateConfig {
+                trusted_keys: Vec::new(),
+                url: None,
+                check_every: Duration::from_secs(3600),
+                health: Duration::from_secs(120),
+                max_attempts: 3,
+                max_bytes: 64 * 1024 * 1024,
+                allow_downgrade: false,
+            },
         };
         assert_eq!(config, expected);
         // A file with only headers must give the same: the defaults live in code too.

@@ -68,6 +68,14 @@ impl Expect for bool {
     }
 }
 
+impl Expect for Vec<String> {
+    const KIND: Kind = Kind::List;
+    const WHAT: &'static str = "a list of strings";
+    fn example(key: &str) -> String {
+        format!("{key} = [\"text\"]")
+    }
+}
+
 /// An unsigned integer type that `int` can produce.
 pub(super) trait Whole: Copy + fmt::Display + TryFrom<i128> {
     fn wide(self) -> i128;

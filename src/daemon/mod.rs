@@ -14,7 +14,7 @@ use crate::config::{
 use crate::generator::{self, GeneratorStats};
 use crate::store::{Policy, Reader, Store, StoreError, StoreHandle, StoreOptions, WriterHealth};
 use crate::uplink::UplinkState;
-use crate::uplink::client::{ReloadRequest, UplinkContext};
+use crate::uplink::client::{ReloadRequest, UpdateRequest, UplinkContext};
 use dispatch::Dispatcher;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -83,6 +83,8 @@ pub struct Daemon {
     uplink_state: UplinkState,
     reload_tx: mpsc::Sender<ReloadRequest>,
     reload_rx: Option<mpsc::Receiver<ReloadRequest>>,
+    update_tx: mpsc::Sender<UpdateRequest>,
+    update_rx: Option<mpsc::Receiver<UpdateRequest>>,
 }
 
 /// A task that has not shown a sign of life for too long.
@@ -122,6 +124,7 @@ impl Daemon {
             uplink_state.clone(),
         ));
         let (reload_tx, reload_rx) = mpsc::channel(RELOAD_QUEUE);
+        let (update_tx, update_rx) = mpsc::channel(RELOAD_QUEUE);
         let mut daemon = Daemon {
             config,
             store,
@@ -133,6 +136,8 @@ impl Daemon {
             uplink_state,
             reload_tx,
             reload_rx: Some(reload_rx),
+            update_tx,
+            update_rx: Some(update_rx),
         };
         for g in daemon.config.generators.clone() {
             daemon.start_generator(g).await;
@@ -336,6 +341,7 @@ impl Daemon {
             dispatcher: self.dispatcher.clone(),
             config_path: self.config.source.clone(),
             reloads: Some(self.reload_tx.clone()),
+            updates: Some(self.update_tx.clone()),
             config: config_rx,
             shutdown,
             state: self.uplink_state.clone(),
@@ -364,6 +370,11 @@ impl Daemon {
     /// waiting to be applied by the service's reload. Taken once.
     pub fn take_reload_requests(&mut self) -> Option<mpsc::Receiver<ReloadRequest>> {
         self.reload_rx.take()
+    }
+
+    /// Update offers (from the upstream) for the service's updater. Taken once.
+    pub fn take_update_requests(&mut self) -> Option<mpsc::Receiver<UpdateRequest>> {
+        self.update_rx.take()
     }
 
     /// The uplink's state, `None` without `[upstream]`.

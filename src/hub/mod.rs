@@ -9,7 +9,8 @@ pub mod store;
 
 use crate::pki;
 use crate::uplink::proto::{
-    self, AgentMessage, Batch, Command, ConfigPush, Incoming, Outcome, UpstreamMessage, Welcome,
+    self, AgentMessage, Batch, Command, ConfigPush, Incoming, Outcome, UpdateOffer,
+    UpstreamMessage, Welcome,
 };
 use crate::uplink::tls;
 use futures_util::{SinkExt, StreamExt};
@@ -459,6 +460,12 @@ pub enum ControlRequest {
         agent: String,
         toml: String,
     },
+    /// Offer an update: the agent fetches `url` and checks it against `manifest`.
+    Update {
+        agent: String,
+        url: String,
+        manifest: crate::ota::release::Manifest,
+    },
     /// Agents connected now.
     Connected,
 }
@@ -516,6 +523,19 @@ async fn control<S: HubStore>(stream: UnixStream, shared: Arc<Shared<S>>) {
                     device,
                     action,
                     args,
+                });
+                ask(&shared, &agent, id, m).await
+            }
+            Ok(ControlRequest::Update {
+                agent,
+                url,
+                manifest,
+            }) => {
+                let id = next_id(&shared, "upd");
+                let m = UpstreamMessage::Update(UpdateOffer {
+                    id: id.clone(),
+                    url,
+                    manifest,
                 });
                 ask(&shared, &agent, id, m).await
             }

@@ -7,7 +7,8 @@
 
 use super::proto::window::Window;
 use super::proto::{
-    self, AgentMessage, Batch, Hello, Incoming, Outcome, Status, UpstreamMessage, WireRecord,
+    self, AgentMessage, Batch, Hello, Incoming, Outcome, Status, UpdateOffer, UpstreamMessage,
+    WireRecord,
 };
 use super::{UplinkState, tls};
 use crate::config::UpstreamConfig;
@@ -58,6 +59,13 @@ pub struct ReloadRequest {
     pub done: oneshot::Sender<Result<String, String>>,
 }
 
+/// An update offered by the upstream, for the daemon to fetch and install;
+/// the answer is the `result` to send.
+pub struct UpdateRequest {
+    pub offer: UpdateOffer,
+    pub done: oneshot::Sender<Outcome>,
+}
+
 /// Everything the uplink task is started with.
 pub struct UplinkContext {
     pub agent: String,
@@ -68,6 +76,8 @@ pub struct UplinkContext {
     pub config_path: PathBuf,
     /// The daemon's reload; `None`: config pushes are refused.
     pub reloads: Option<mpsc::Sender<ReloadRequest>>,
+    /// The daemon's updater; `None`: update offers are refused.
+    pub updates: Option<mpsc::Sender<UpdateRequest>>,
     /// `[upstream]` as in force; a change (reload) means reconnect.
     pub config: watch::Receiver<UpstreamConfig>,
     pub shutdown: watch::Receiver<bool>,
@@ -796,15 +806,34 @@ impl Client {
                 });
             }
             Incoming::Known(UpstreamMessage::Update(offer)) => {
-                tracing::warn!(version = %offer.version, "uplink: an update was offered; this agent cannot apply updates yet");
-                let outcome = Outcome {
-                    id: offer.id,
-                    status: Status::Rejected,
-                    detail: serde_json::json!({
-                        "error": format!("sitelink {} cannot apply updates yet; install {} by hand", env!("CARGO_PKG_VERSION"), offer.version)
-                    }),
+                tracing::info!(version = %offer.manifest.version, url = %offer.url, "uplink: an update was offered");
+                let id = offer.id.clone();
+                let Some(updates) = ctx.updates.clone() else {
+                    let outcome = Outcome {
+                        id,
+                        status: Status::Rejected,
+                        detail: serde_json::json!({
+                            "error": "this agent runs without an updater (not as `sitelink run`)"
+                        }),
+                    };
+                    link.send(&AgentMessage::Result(outcome)).await?;
+                    return Ok(());
                 };
-                link.send(&AgentMessage::Result(outcome)).await?;
+                let results = self.results.clone();
+                // The download may take minutes: the session goes on meanwhile.
+                tokio::spawn(async move {
+                    let (done, answer) = oneshot::channel();
+                    let outcome = match updates.send(UpdateRequest { offer, done }).await {
+                        Ok(()) => answer.await.ok(),
+                        Err(_) => None,
+                    };
+                    let outcome = outcome.unwrap_or_else(|| Outcome {
+                        id,
+                        status: Status::Failed,
+                        detail: serde_json::json!({"error": "the daemon is stopping"}),
+                    });
+                    let _ = results.send(outcome).await;
+                });
             }
             Incoming::Known(UpstreamMessage::Error { error }) => {
                 return Err(UplinkError::Upstream {

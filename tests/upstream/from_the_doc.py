@@ -57,9 +57,12 @@ async def handler(ws):
                 await send(ws, {"type": "command", "id": "py-1", "device": "g1",
                                 "action": "ping", "args": []})
                 await send(ws, {"type": "reboot", "id": "py-2", "when": "now"})
-                await send(ws, {"type": "update", "id": "py-3", "version": "9.9.9",
-                                "url": "https://updates.invalid/sitelink.deb",
-                                "sha256": "00" * 32})
+                # Signed by no key the agent trusts: refused before any download.
+                await send(ws, {"type": "update", "id": "py-3",
+                                "url": "https://updates.invalid/sitelink",
+                                "manifest": {"version": "9.9.9", "arch": "arm64", "size": 1,
+                                             "sha256": "00" * 32, "key_id": "00" * 8,
+                                             "signature": "AA=="}})
         elif m["type"] == "result":
             results[m["id"]] = m
             if len(results) == 3:

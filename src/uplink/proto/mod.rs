@@ -183,14 +183,10 @@ pub struct ConfigPush {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UpdateOffer {
     pub id: String,
-    pub version: String,
-    /// Where the release can be fetched.
+    /// Where the release binary can be fetched (http:// or https://).
     pub url: String,
-    /// SHA-256 of the release file, hex.
-    pub sha256: String,
-    /// A detached signature of the release file, base64.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signature: Option<String>,
+    /// The signed manifest of that binary (`sitelink release sign`).
+    pub manifest: crate::ota::release::Manifest,
 }
 
 /// How a request from the upstream ended.
