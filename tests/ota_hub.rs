@@ -430,10 +430,25 @@ fn the_release_url_is_polled_and_a_newer_version_installed() {
     );
 }
 
-/// SIGKILL of the agent in the middle of a download from the release URL:
-/// the part on disk is resumed with a Range request at the next start.
+/// SIGKILL of the agent in the middle of a download from the release URL,
+/// at seeded random points: each time the part on disk is resumed with a
+/// Range request at the next start, and nothing is installed before the
+/// download is whole.
 #[test]
-fn a_download_killed_half_way_resumes_after_the_restart() {
+fn a_download_killed_at_random_points_resumes_after_the_restart() {
+    // xorshift64 from a fixed seed: the same points every run.
+    let mut x: u64 = 0x5EED_0F_0DA7A;
+    for _ in 0..3 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // Between 5 % and 95 % of the file.
+        let fraction = 0.05 + 0.9 * (x % 10_000) as f64 / 10_000.0;
+        kill_download_at(fraction);
+    }
+}
+
+fn kill_download_at(fraction: f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let keys = dir.path().join("keys");
     let public = text(&sitelink(&["release", "keygen", "--out", p(&keys)]).stdout)
@@ -458,7 +473,7 @@ fn a_download_killed_half_way_resumes_after_the_restart() {
     ]);
     let body = Arc::new(std::fs::read(BIN).expect("read binary"));
     let manifest_bytes = Arc::new(std::fs::read(&manifest).expect("manifest"));
-    let cut = body.len() / 2;
+    let cut = ((body.len() as f64 * fraction) as usize).clamp(1, body.len() - 1);
     // One thread per connection: the first transfer stalls after `cut`
     // bytes (the agent is killed then), the others are served whole.
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -553,7 +568,7 @@ fn a_download_killed_half_way_resumes_after_the_restart() {
     while part_len() < cut as u64 {
         assert!(
             Instant::now() < deadline,
-            "the download did not get half way: {}",
+            "the download did not get to {cut} bytes: {}",
             part_len()
         );
         std::thread::sleep(Duration::from_millis(20));
