@@ -437,7 +437,7 @@ fn the_release_url_is_polled_and_a_newer_version_installed() {
 #[test]
 fn a_download_killed_at_random_points_resumes_after_the_restart() {
     // xorshift64 from a fixed seed: the same points every run.
-    let mut x: u64 = 0x5EED_0F_0DA7A;
+    let mut x: u64 = 0x05EE_D0F0_DA7A;
     for _ in 0..3 {
         x ^= x << 13;
         x ^= x >> 7;
