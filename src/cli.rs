@@ -611,7 +611,24 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 Err(e @ crate::ota::OtaError::Io { .. }) => {
                     Err(failed(format!("sitelink update: {e}")))
                 }
-                Err(e) => Err(bad_input(format!("sitelink update: {e}"))),
+                Err(e) => {
+                    // For `status` and the journal too: the running daemon
+                    // records it as an `update.refused` event.
+                    let version = std::fs::read(&manifest)
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                        .and_then(|v| v["version"].as_str().map(str::to_string))
+                        .unwrap_or_else(|| "?".into());
+                    if let Err(n) =
+                        crate::ota::note_refusal(&cfg.agent.data_dir, &version, &e.to_string())
+                    {
+                        eprintln!("sitelink update: the refusal is not on record: {n}");
+                    }
+                    if let Err(o) = crate::ota::give_to_data_dir_owner(&cfg.agent.data_dir) {
+                        eprintln!("sitelink update: {o}");
+                    }
+                    Err(bad_input(format!("sitelink update: {e}")))
+                }
             }
         }
         Command::Hub(args) => hub(args),

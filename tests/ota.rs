@@ -145,9 +145,14 @@ impl Site {
         text(&out.stdout)
     }
 
-    /// Nothing under ota/ but the lock and empty directories (a refusal's mark).
+    /// Nothing under ota/ but the lock, the note of the refusal and empty
+    /// directories.
     fn assert_nothing_installed(&self) {
         let ota = self.data().join("ota");
+        assert!(
+            ota.join("refused.json").exists(),
+            "the refusal is not noted"
+        );
         assert!(!ota.join("state.json").exists(), "state.json was written");
         assert!(!ota.join("current").exists());
         let versions = std::fs::read_dir(ota.join("versions"))
@@ -279,6 +284,24 @@ fn refusals_name_the_file_and_change_nothing() {
     )
     .expect("write");
     refused(bin, &good, "max_bytes");
+    // Every refusal is an `update.refused` event once the daemon runs, so
+    // `status` and the journal show it.
+    let running = site.start();
+    running.wait_for_log("update.refused", Duration::from_secs(30));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut refusals = String::new();
+    while std::time::Instant::now() < deadline {
+        refusals = site.records("update.refused");
+        if refusals.lines().count() >= 8 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(refusals.lines().count(), 8, "one per refusal: {refusals}");
+    assert!(refusals.contains("bad signature"), "{refusals}");
+    let status = text(&site.cli(&["status"]).stdout);
+    assert!(status.contains("last: update.refused"), "{status}");
+    running.stop();
     // The private key file is owner-only.
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&site.key)

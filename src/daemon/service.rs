@@ -233,6 +233,8 @@ pub async fn run(
                 }
             }
             _ = status_tick.tick() => {
+                // A `sitelink update --file` refused meanwhile.
+                record_update_outcomes(&daemon).await;
                 let status = daemon.status_line().await;
                 notify(&[NotifyState::Status(&status)]);
             }

@@ -24,6 +24,9 @@ pub const LAUNCHED_ENV: &str = "SITELINK_OTA_VERSION";
 const OTA_DIR: &str = "ota";
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "lock";
+/// Refusals of `sitelink update --file`, waiting for the daemon to record
+/// them: the CLI does not write the store, which has one writer.
+const REFUSED_FILE: &str = "refused.json";
 const BINARY: &str = "sitelink";
 /// How many rolled-back versions the state remembers.
 const ROLLED_BACK_KEPT: usize = 16;
@@ -541,18 +544,55 @@ fn exec(binary: &Path, version: &str) -> std::io::Error {
 /// Takes the outcomes not yet recorded (for the store's event records).
 pub fn take_pending(data_dir: &Path) -> Result<Vec<Outcome>, OtaError> {
     let layout = Layout::new(data_dir);
-    if !layout.state().exists() {
+    let refused = layout.root.join(REFUSED_FILE);
+    if !layout.state().exists() && !refused.exists() {
         return Ok(Vec::new());
     }
     let lock = layout.lock()?;
-    let Some(mut state) = lock.load()? else {
-        return Ok(Vec::new());
-    };
-    let pending = std::mem::take(&mut state.pending);
-    if !pending.is_empty() {
-        lock.store(&state)?;
+    let mut pending = Vec::new();
+    if let Some(mut state) = lock.load()? {
+        pending = std::mem::take(&mut state.pending);
+        if !pending.is_empty() {
+            lock.store(&state)?;
+        }
+    }
+    pending.extend(read_refused(&refused)?);
+    match std::fs::remove_file(&refused) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&refused)(e)),
+        _ => {}
     }
     Ok(pending)
+}
+
+/// Notes a refused `sitelink update --file` for the daemon to record as an
+/// `update.refused` event (and so for `sitelink status` and the journal).
+pub fn note_refusal(data_dir: &Path, version: &str, reason: &str) -> Result<(), OtaError> {
+    let layout = Layout::new(data_dir);
+    let _lock = layout.lock()?;
+    let path = layout.root.join(REFUSED_FILE);
+    let mut refused = read_refused(&path)?;
+    refused.push(Outcome {
+        kind: "update.refused".into(),
+        version: version.to_string(),
+        reason: Some(reason.to_string()),
+        at_ms: crate::clock::wall_ms(),
+    });
+    let text = serde_json::to_vec(&refused).map_err(|e| OtaError::BadState {
+        path: path.clone(),
+        error: e.to_string(),
+    })?;
+    write_atomic(&path, &text)
+}
+
+fn read_refused(path: &Path) -> Result<Vec<Outcome>, OtaError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| OtaError::BadState {
+            path: path.to_path_buf(),
+            error: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io(path)(e)),
+    }
 }
 
 /// What `sitelink status` shows of the OTA state.
