@@ -32,6 +32,8 @@ use super::response::{Event, EventData, Expect, Parsed, Response, ResponseError,
 
 /// One byte on the wire: start, 8 data, wakeup, stop at 19200 baud (§1).
 pub const BYTE_TIME: Duration = Duration::from_micros(573);
+/// An EGM in loop break chirps every 200 ms (§4); a resync waits this long.
+const CHIRP_SETTLE: Duration = Duration::from_millis(250);
 
 /// What the link sends to acknowledge a general poll's reply when no long
 /// poll is queued.
@@ -404,8 +406,11 @@ impl Link {
             Some(_) => now + wire + self.config.reply_timeout,
             // Nobody answers a global, but the line stays ours for one
             // inter-byte gap: without a wakeup bit (PTY, TCP) the next poll
-            // must start a new frame, and a chirp sent just before the EGM
-            // heard the global must not pass for the next poll's reply.
+            // must start a new frame. An EGM out of touch (link down, or
+            // not up yet) may be chirping in loop break (§4): wait out a
+            // chirp interval, so a chirp sent just before it heard the
+            // global comes now, not as the next poll's reply.
+            None if self.state != LinkState::Up => now + wire + CHIRP_SETTLE,
             None => now + wire + self.config.inter_byte_timeout,
         };
         self.stats.polls_sent += 1;
