@@ -550,10 +550,11 @@ fn link_event(e: &mut Egm, event: LinkEvent, pending: &mut Vec<Pending>) -> Opti
         LinkEvent::Up => {
             e.dirty = true;
             tracing::info!(device = %name, address = e.cfg.address, "EGM link up");
-            // Real-time event mode off, as NC does: a host before us may
-            // have left it on, and it swaps long-poll replies for events
-            // (§6). Then who the EGM is, once per link-up.
-            for poll in std::iter::once(LongPoll::RealTimeEvents(false)).chain(IDENTITY) {
+            // Who the EGM is, once per link-up. Not `0E 00` as NC sends: an
+            // EGM left in RTE mode is read as it is (the link takes event
+            // frames), and that poll's one-byte ACK, when late on a line
+            // framed by gaps (PTY, TCP), passed for another EGM's exception.
+            for poll in IDENTITY {
                 let _ = e.link.submit(poll);
             }
             e.next_meters = Instant::now();
