@@ -96,6 +96,33 @@ impl Drop for Proc {
     }
 }
 
+/// A release key made for the test, and this test binary's build signed
+/// with it as version 0.2.0: the trusted key's line and the manifest.
+fn signed_release(dir: &Path) -> (String, PathBuf) {
+    let keys = dir.join("keys");
+    let public = text(&sitelink(&["release", "keygen", "--out", p(&keys)]).stdout)
+        .lines()
+        .last()
+        .expect("key")
+        .to_string();
+    let manifest = dir.join("release.json");
+    sitelink(&[
+        "release",
+        "sign",
+        "--key",
+        p(&keys.join("release.key")),
+        "--binary",
+        BIN,
+        "--version",
+        "0.2.0",
+        "--arch",
+        sitelink::ota::release::running_arch(),
+        "--out",
+        p(&manifest),
+    ]);
+    (public, manifest)
+}
+
 /// Serves `body` at any path with Range support (`manifest` at paths ending
 /// in .json); the first transfer of `body` stops after `cut` bytes. Returns
 /// the port and the Range headers seen for `body`.
@@ -172,12 +199,7 @@ fn an_update_through_the_hub_resumes_its_download_installs_and_commits() {
     sitelink(&["pki", "init", "--dir", p(&pki)]);
     sitelink(&["pki", "issue-agent", "--dir", p(&pki), "--id", AGENT]);
     sitelink(&["pki", "issue-hub", "--dir", p(&pki), "--name", "127.0.0.1"]);
-    let keys = dir.path().join("keys");
-    let public = text(&sitelink(&["release", "keygen", "--out", p(&keys)]).stdout)
-        .lines()
-        .last()
-        .expect("key")
-        .to_string();
+    let (public, manifest) = signed_release(dir.path());
     let hub_data = dir.path().join("hub");
     let mut hub_cmd = Command::new(BIN);
     hub_cmd.args([
@@ -215,21 +237,6 @@ fn an_update_through_the_hub_resumes_its_download_installs_and_commits() {
     let mut agent = start_agent();
     agent.wait_for("uplink connected", Duration::from_secs(20));
 
-    let manifest = dir.path().join("release.json");
-    sitelink(&[
-        "release",
-        "sign",
-        "--key",
-        p(&keys.join("release.key")),
-        "--binary",
-        BIN,
-        "--version",
-        "0.2.0",
-        "--arch",
-        sitelink::ota::release::running_arch(),
-        "--out",
-        p(&manifest),
-    ]);
     let body = std::fs::read(BIN).expect("read binary");
     let size = body.len();
     let (port, ranges) = serve(body, size / 3, None);
@@ -343,27 +350,7 @@ fn an_update_through_the_hub_resumes_its_download_installs_and_commits() {
 #[test]
 fn the_release_url_is_polled_and_a_newer_version_installed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let keys = dir.path().join("keys");
-    let public = text(&sitelink(&["release", "keygen", "--out", p(&keys)]).stdout)
-        .lines()
-        .last()
-        .expect("key")
-        .to_string();
-    let manifest = dir.path().join("release.json");
-    sitelink(&[
-        "release",
-        "sign",
-        "--key",
-        p(&keys.join("release.key")),
-        "--binary",
-        BIN,
-        "--version",
-        "0.2.0",
-        "--arch",
-        sitelink::ota::release::running_arch(),
-        "--out",
-        p(&manifest),
-    ]);
+    let (public, manifest) = signed_release(dir.path());
     let body = std::fs::read(BIN).expect("read binary");
     let size = body.len();
     let (port, ranges) = serve(
@@ -450,27 +437,7 @@ fn a_download_killed_at_random_points_resumes_after_the_restart() {
 
 fn kill_download_at(fraction: f64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let keys = dir.path().join("keys");
-    let public = text(&sitelink(&["release", "keygen", "--out", p(&keys)]).stdout)
-        .lines()
-        .last()
-        .expect("key")
-        .to_string();
-    let manifest = dir.path().join("release.json");
-    sitelink(&[
-        "release",
-        "sign",
-        "--key",
-        p(&keys.join("release.key")),
-        "--binary",
-        BIN,
-        "--version",
-        "0.2.0",
-        "--arch",
-        sitelink::ota::release::running_arch(),
-        "--out",
-        p(&manifest),
-    ]);
+    let (public, manifest) = signed_release(dir.path());
     let body = Arc::new(std::fs::read(BIN).expect("read binary"));
     let manifest_bytes = Arc::new(std::fs::read(&manifest).expect("manifest"));
     let cut = ((body.len() as f64 * fraction) as usize).clamp(1, body.len() - 1);
